@@ -1,0 +1,54 @@
+"""The exception root of eventvault and its structured subclasses.
+
+Every error the package raises on purpose is an :class:`EventVaultError`. Each carries an
+``exit_code`` (the CLI maps it to the process exit status), a ``retriable`` flag (as aiokafka's
+errors do: true when trying the same thing again may succeed) and keyword attributes that
+say what failed, so that logs and callers need not parse messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EventVaultError(Exception):
+    """Root of all eventvault errors."""
+
+    exit_code: int = 1
+    retriable: bool = False
+
+    def __init__(self, message: str, *, retriable: bool | None = None, **attrs: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if retriable is not None:
+            self.retriable = retriable
+        self.attrs = attrs
+        for name, value in attrs.items():
+            setattr(self, name, value)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(EventVaultError):
+    """Invalid configuration or arguments; ``setting`` names the offending setting."""
+
+    exit_code = 2
+
+
+class StorageError(EventVaultError):
+    """A storage operation failed; ``url`` and ``key`` say where."""
+
+    exit_code = 3
+
+
+class KafkaError(EventVaultError):
+    """Talking to Kafka failed, or Kafka refused what we asked."""
+
+    exit_code = 4
+
+
+class ArchiveStateError(EventVaultError):
+    """The archiver's recorded progress cannot be used safely (see docs/EXACTLY_ONCE.md)."""
+
+    exit_code = 5

@@ -1,0 +1,91 @@
+"""The archive's Parquet format: schema, building tables from buffered records, encoding.
+
+This module is the contract that query, replay, erasure and compaction read; docs/FORMAT.md
+describes it for people. One row per Kafka record; rows sorted by (partition, offset).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+FORMAT_VERSION = "1"
+TIMESTAMP_TYPES = {0: "CreateTime", 1: "LogAppendTime", -1: "NoTimestampType"}
+HEADER_TYPE = pa.struct([pa.field("key", pa.string(), nullable=False),
+                         pa.field("value", pa.binary())])
+SCHEMA = pa.schema([
+    pa.field("partition", pa.int32(), nullable=False),
+    pa.field("offset", pa.int64(), nullable=False),
+    pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("timestamp_type", pa.string(), nullable=False),
+    pa.field("key", pa.binary()),
+    pa.field("value", pa.binary()),
+    pa.field("headers", pa.list_(pa.field("element", HEADER_TYPE, nullable=False)),
+             nullable=False),
+])
+COLUMNS = tuple(SCHEMA.names)
+_MAX_MS = (2**63 - 1) // 1000
+Header = tuple[str, bytes | None]
+
+
+def timestamp_us(timestamp_ms: int) -> int:
+    """A Kafka timestamp in ms as µs; clamped to the int64 µs range (year ±294,000)."""
+    return max(-_MAX_MS, min(timestamp_ms, _MAX_MS)) * 1000
+
+
+@dataclass
+class Columns:
+    """Buffered records of one file, column by column, in offset order."""
+
+    partition: int
+    offsets: list[int] = field(default_factory=list)
+    timestamps_us: list[int] = field(default_factory=list)
+    timestamp_types: list[str] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+    values: list[bytes | None] = field(default_factory=list)
+    headers: list[Sequence[Header]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+def to_table(cols: Columns) -> pa.Table:
+    """Build the Arrow table of one archive file from buffered columns."""
+    n = len(cols)
+    return pa.Table.from_arrays(
+        [
+            pa.array([cols.partition] * n, pa.int32()),
+            pa.array(cols.offsets, pa.int64()),
+            pa.array(cols.timestamps_us, pa.int64()).cast(SCHEMA.field("timestamp").type),
+            pa.array(cols.timestamp_types, pa.string()),
+            pa.array(cols.keys, pa.binary()),
+            pa.array(cols.values, pa.binary()),
+            pa.array([list(h) for h in cols.headers], SCHEMA.field("headers").type),
+        ],
+        schema=SCHEMA,
+    )
+
+
+def encode(table: pa.Table, *, zstd_level: int = 3, metadata: dict[str, str] | None = None,
+           row_group_rows: int = 131_072) -> bytes:
+    """Encode a table as zstd Parquet bytes, with eventvault's file metadata."""
+    meta = {b"eventvault.format": FORMAT_VERSION.encode()}
+    meta.update({f"eventvault.{k}".encode(): v.encode() for k, v in (metadata or {}).items()})
+    table = table.replace_schema_metadata(meta)
+    sink = io.BytesIO()
+    pq.write_table(
+        table, sink, compression="zstd", compression_level=zstd_level,
+        use_dictionary=["timestamp_type", "headers.list.element.key"],
+        row_group_size=row_group_rows, data_page_size=1 << 20, write_statistics=True,
+    )
+    return sink.getvalue()
+
+
+def decode(data: bytes) -> pa.Table:
+    """Read one archive file's bytes back into a table with the archive schema."""
+    table = pq.read_table(io.BytesIO(data))
+    return table.select(list(COLUMNS)).cast(SCHEMA)

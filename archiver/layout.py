@@ -1,0 +1,96 @@
+"""Where archive files live: pure functions from (topic, hour, partition, offsets) to keys.
+
+Layout (Hive style, read by DuckDB, Athena, Spark and Trino without configuration)::
+
+    <storage.url>/topic=<topic>/date=<YYYY-MM-DD>/hour=<HH>/<partition>-<first>-<last>.parquet
+
+``date`` and ``hour`` are the record's event time in UTC. Records whose event time is missing,
+negative, unparsable or beyond year 9999 go to the Hive default (null) partition
+``date=__HIVE_DEFAULT_PARTITION__/hour=__HIVE_DEFAULT_PARTITION__``, which these engines read as
+NULL. File names come only from the Kafka partition and the first and last offsets in the file,
+zero-padded so that names sort in offset order; the same records always get the same name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+US_PER_HOUR = 3_600_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The last hour whose date has four digits (9999-12-31T23).
+MAX_HOUR = int((datetime(9999, 12, 31, 23, tzinfo=UTC) - EPOCH).total_seconds()) // 3600
+TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_FILE_RE = re.compile(r"^(?P<p>\d{5})-(?P<s>\d{20})-(?P<e>\d{20})\.parquet$")
+_KEY_RE = re.compile(
+    r"^topic=(?P<topic>[A-Za-z0-9._-]+)/date=(?P<date>[0-9-]{10}|" + HIVE_NULL + r")"
+    r"/hour=(?P<hour>\d{2}|" + HIVE_NULL + r")/(?P<file>[^/]+)$"
+)
+
+Hour = int | None
+"""An event-time bucket: whole hours since the Unix epoch (UTC), or None when unknown."""
+
+
+@dataclass(frozen=True, order=True)
+class FileRef:
+    """One archive file, identified by where its records came from."""
+
+    topic: str
+    hour: Hour
+    partition: int
+    first_offset: int
+    last_offset: int
+
+    @property
+    def key(self) -> str:
+        """The object key of this file, relative to the storage root."""
+        return f"{hour_dir(self.topic, self.hour)}/{file_name(self.partition, self.first_offset, self.last_offset)}"
+
+
+def hour_of(event_us: int | None) -> Hour:
+    """The hour bucket of an event time in microseconds since the epoch (UTC)."""
+    if event_us is None or event_us < 0:
+        return None
+    hour = event_us // US_PER_HOUR
+    return hour if hour <= MAX_HOUR else None
+
+
+def hour_dir(topic: str, hour: Hour) -> str:
+    """``topic=<t>/date=<YYYY-MM-DD>/hour=<HH>`` for a topic and an hour bucket."""
+    if hour is None:
+        return f"topic={topic}/date={HIVE_NULL}/hour={HIVE_NULL}"
+    start = EPOCH + timedelta(hours=hour)
+    return f"topic={topic}/date={start:%Y-%m-%d}/hour={start:%H}"
+
+
+def file_name(partition: int, first_offset: int, last_offset: int) -> str:
+    """Deterministic file name for the records of one partition from first to last offset."""
+    return f"{partition:05d}-{first_offset:020d}-{last_offset:020d}.parquet"
+
+
+def topic_prefix(topic: str) -> str:
+    """The key prefix that holds every file of one topic."""
+    return f"topic={topic}/"
+
+
+def parse_key(key: str) -> FileRef | None:
+    """Parse an object key written by :func:`FileRef.key`; None for anything else."""
+    m = _KEY_RE.match(key)
+    if not m:
+        return None
+    f = _FILE_RE.match(m["file"])
+    if not f:
+        return None
+    if m["date"] == HIVE_NULL:
+        hour: Hour = None
+    else:
+        start = datetime.strptime(f"{m['date']} {m['hour']}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+        hour = int((start - EPOCH).total_seconds()) // 3600
+    return FileRef(m["topic"], hour, int(f["p"]), int(f["s"]), int(f["e"]))
+
+
+def hour_start(hour: int) -> datetime:
+    """The UTC start of an hour bucket."""
+    return EPOCH + timedelta(hours=hour)

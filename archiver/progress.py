@@ -1,0 +1,83 @@
+"""The archiver's per-partition progress, as stored in Kafka's committed-offset metadata.
+
+A committed offset alone cannot make an archive exactly-once when files are cut by timers
+(docs/EXACTLY_ONCE.md). Next to the offset, the archiver commits the list of *cuts*: files it
+has decided on whose last offset is at or beyond the committed offset. Kafka fences these
+commits by consumer-group generation, so a stale owner cannot overwrite them.
+
+Text form (short, to stay well under the broker's ``offset.metadata.max.bytes``, 4096 by
+default)::
+
+    ev1|<spec hash>|<hour>:<first - offset>:<last - first>;...
+
+with ``n`` for the unknown hour. Pure functions only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from archiver.errors import ArchiveStateError
+from archiver.layout import Hour
+
+MAGIC = "ev1"
+MAX_METADATA_CHARS = 3800
+
+
+@dataclass(frozen=True, order=True)
+class Cut:
+    """A file decided on: the records of one hour bucket from ``first`` to ``last`` offset.
+
+    The file holds exactly the partition's records whose hour is ``hour`` and whose offset is in
+    ``[first, last]``; its name is derived from these three numbers alone.
+    """
+
+    first: int
+    last: int
+    hour: Hour
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Committed state of one partition: resume offset, open cuts, and the event-time spec."""
+
+    offset: int
+    cuts: tuple[Cut, ...] = ()
+    spec_hash: str = ""
+
+
+def spec_hash(fingerprint: str) -> str:
+    """A short hash of an event-time spec fingerprint."""
+    return hashlib.sha256(fingerprint.encode()).hexdigest()[:8]
+
+
+def encode(progress: Progress) -> str:
+    """Metadata text for a progress; raises if it would not fit the broker's limit."""
+    parts = []
+    for cut in sorted(progress.cuts):
+        hour = "n" if cut.hour is None else str(cut.hour)
+        parts.append(f"{hour}:{cut.first - progress.offset}:{cut.last - cut.first}")
+    text = f"{MAGIC}|{progress.spec_hash}|{';'.join(parts)}"
+    if len(text) > MAX_METADATA_CHARS:
+        raise ArchiveStateError(
+            f"progress of {len(progress.cuts)} cuts does not fit in commit metadata",
+            cuts=len(progress.cuts))
+    return text
+
+
+def decode(offset: int, text: str | None) -> Progress:
+    """Progress from a committed offset and its metadata ('' or None: no cuts recorded)."""
+    if not text:
+        return Progress(offset)
+    fields = text.split("|")
+    if len(fields) != 3 or fields[0] != MAGIC:
+        raise ArchiveStateError(
+            f"committed offset metadata {text[:40]!r} was not written by eventvault; "
+            "use a group id of eventvault's own", metadata=text[:200])
+    cuts = []
+    for part in filter(None, fields[2].split(";")):
+        hour_s, first_d, span = part.split(":")
+        first = offset + int(first_d)
+        cuts.append(Cut(first, first + int(span), None if hour_s == "n" else int(hour_s)))
+    return Progress(offset, tuple(sorted(cuts)), fields[1])
