@@ -67,6 +67,7 @@ class Roll:
     cut: Cut
     cols: Columns
     rebuilt: bool
+    nbytes: int = 0
 
 
 class PartitionState:
@@ -136,8 +137,11 @@ class PartitionState:
         return cuts[i] if i >= 0 and cuts[i].last >= offset else None
 
     def passed(self, position: int) -> list[Roll]:
-        """Roll rebuilt cuts that end below ``position`` (their last record never came:
-        compaction, aborted transactions). Rebuilt cuts never roll earlier than this."""
+        """Roll rebuilt cuts that end below ``position``.
+
+        Their last record never came (compaction, aborted transactions). Rebuilt cuts never
+        roll earlier than this: rolling one early could split it into two writes.
+        """
         late = [h for h, b in self.buffers.items() if b.cut is not None and b.cut.last < position]
         rolls = [self.roll(h) for h in late]
         for cut in sorted(c for c in self._unbuilt if c.last < position):
@@ -156,7 +160,7 @@ class PartitionState:
             self._forced -= 1
         self.cuts.add(cut)
         self.pending.add(cut)
-        return Roll(self.topic, self.partition, cut, buf.cols, rebuilt)
+        return Roll(self.topic, self.partition, cut, buf.cols, rebuilt, buf.nbytes)
 
     def roll_all(self, *, include_rebuilds: bool = True) -> list[Roll]:
         """Close every buffer (rebuilt cuts too, unless told otherwise)."""
@@ -180,6 +184,11 @@ class PartitionState:
     def done(self, cut: Cut) -> None:
         """Record that the file of ``cut`` is durable in storage."""
         self.pending.discard(cut)
+
+    @property
+    def rebuilding(self) -> bool:
+        """Whether recorded cuts are still being rebuilt (see :meth:`passed`)."""
+        return bool(self._forced or self._unbuilt)
 
     # -- progress --------------------------------------------------------------------------
     @property

@@ -46,7 +46,8 @@ class FileRef:
     @property
     def key(self) -> str:
         """The object key of this file, relative to the storage root."""
-        return f"{hour_dir(self.topic, self.hour)}/{file_name(self.partition, self.first_offset, self.last_offset)}"
+        name = file_name(self.partition, self.first_offset, self.last_offset)
+        return f"{hour_dir(self.topic, self.hour)}/{name}"
 
 
 def hour_of(event_us: int | None) -> Hour:

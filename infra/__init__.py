@@ -1,0 +1,1 @@
+"""Local real components: Kafka broker, S3 server."""

@@ -138,7 +138,7 @@ def test_every_offset_exactly_once_through_crashes(case: tuple[World, list[str],
 def test_pitfall_idle_roll_then_crash_does_not_duplicate() -> None:
     """shared/pitfalls.md #1, literally: hour 9 open at 100; hour 10 rolled by the idle timer
     at 150-180 and 181-300; crash; the restart reads 100.. with no idle pause."""
-    records = [(100, 9)] + [(o, 10) for o in range(150, 301)] + [(301, 9)]
+    records: list[tuple[int, Hour]] = [(100, 9), *((o, 10) for o in range(150, 301)), (301, 9)]
     world = World(records, Limits(max_records=10_000))
     for _ in range(1 + 31):  # offsets 100 and 150..180
         world.step("add", random.Random(0))

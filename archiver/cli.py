@@ -1,0 +1,108 @@
+"""The ``eventvault`` command line.
+
+Errors print one line, ``eventvault: error: ...``, and exit with the error's code: 2 for bad
+arguments or configuration, 3 storage, 4 Kafka, 5 archive state, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import NoReturn
+
+from archiver import observe
+from archiver.errors import ConfigError, EventVaultError
+from archiver.runner import Archiver
+from archiver.settings import Settings, load_settings
+from archiver.storage import open_storage
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message, setting="arguments")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = _Parser(prog="eventvault", description="Archive Kafka topics to Parquet, "
+                     "query them with DuckDB, replay them.")
+    parser.add_argument("--config", type=Path, help="TOML settings file (default: "
+                        "./eventvault.toml if present)")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    arch = sub.add_parser("archive", help="archive topics into the configured storage")
+    arch.add_argument("--once", action="store_true",
+                      help="archive up to the end offsets seen at start, commit, exit 0")
+    arch.add_argument("--topic", action="append", dest="topics", metavar="TOPIC",
+                      help="topic to archive (repeatable; overrides archive.topics)")
+    arch.add_argument("--topics-regex", help="archive every topic matching this regex")
+    arch.add_argument("--storage-url", help="overrides storage.url")
+    arch.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    arch.add_argument("--output", choices=["text", "json"], default="text",
+                      help="format of the final summary on stdout")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    archive, storage, metrics = {}, {}, {}
+    if args.topics:
+        archive["topics"] = args.topics
+    if args.topics_regex:
+        archive.update(topics_regex=args.topics_regex, topics=[])
+    if args.storage_url:
+        storage["url"] = args.storage_url
+    if args.metrics_port is not None:
+        metrics["port"] = args.metrics_port
+    if not (archive or storage or metrics):
+        return settings
+    return load_settings(args.config, **{
+        "archive": settings.archive.model_copy(update=archive).model_dump(),
+        "storage": {**settings.storage.model_dump(), **storage},
+        "metrics": settings.metrics.model_copy(update=metrics).model_dump(),
+    })
+
+
+def _archive(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if not (settings.archive.topics or settings.archive.topics_regex):
+        raise ConfigError("no topics to archive: give --topic, --topics-regex, archive.topics "
+                          "or EVENTVAULT_ARCHIVE__TOPICS", setting="archive.topics")
+    if settings.metrics.port is not None:
+        observe.serve_metrics(settings.metrics.host, settings.metrics.port)
+    storage = open_storage(settings.storage)
+    observe.event("archive starting", storage=storage.url, once=args.once,
+                  topics=settings.archive.topics or settings.archive.topics_regex,
+                  group_id=settings.archive.group_id)
+    summary = asyncio.run(Archiver(settings, storage, once=args.once,
+                                   show_progress=True).run())
+    if args.output == "json":
+        print(json.dumps(asdict(summary), indent=2))
+    else:
+        print(f"archived {summary.records} records into {summary.files} files "
+              f"({summary.bytes_written} bytes) in {summary.seconds:.1f}s -> {storage.url}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``eventvault`` console script."""
+    try:
+        args = build_parser().parse_args(argv)
+        observe.setup_logging(args.log_level)
+        if args.command == "archive":
+            return _archive(args)
+        raise ConfigError(f"unknown command {args.command}")
+    except EventVaultError as exc:
+        print(f"eventvault: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

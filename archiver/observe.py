@@ -1,0 +1,93 @@
+"""What people and machines see of a running archiver: JSON logs, Prometheus metrics, progress.
+
+Logs are one JSON object per line on stderr (``ts``, ``level``, ``event`` and fields). Metrics
+are served on ``metrics.host:metrics.port`` when a port is configured. A progress bar is shown
+for bounded runs when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import Counter, Gauge, start_http_server
+from tqdm import tqdm
+
+log = logging.getLogger("eventvault")
+
+RECORDS = Counter("eventvault_records_archived", "Records written to archive files", ["topic"])
+FILES = Counter("eventvault_files_written", "Archive files written", ["topic"])
+BYTES = Counter("eventvault_bytes_written", "Bytes of archive files written", ["topic"])
+BUFFERED = Gauge("eventvault_buffered_bytes", "Estimated bytes in open buffers and uploads")
+COMMITTED = Gauge("eventvault_committed_offset", "Committed resume offset",
+                  ["topic", "partition"])
+LAG = Gauge("eventvault_partition_lag", "High watermark minus committed offset",
+            ["topic", "partition"])
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record; ``extra={"fields": {...}}`` adds fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render a log record as JSON."""
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+        }
+        out.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Send eventvault's logs to stderr as JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def event(msg: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one structured event."""
+    log.log(level, msg, extra={"fields": fields})
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """Serve Prometheus metrics in a background thread."""
+    start_http_server(port, addr=host)
+    event("metrics served", host=host, port=port)
+
+
+class Progress:
+    """A progress bar on a terminal for bounded runs; silent otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._bar: tqdm[Any] | None = None
+        self._enabled = enabled and sys.stderr.isatty()
+
+    def total(self, records: int) -> None:
+        """Set (or raise) the number of records expected."""
+        if not self._enabled:
+            return
+        if self._bar is None:
+            self._bar = tqdm(total=records, unit="rec", unit_scale=True, desc="archiving",
+                             file=sys.stderr, dynamic_ncols=True)
+        else:
+            self._bar.total = max(self._bar.total or 0, records)
+            self._bar.refresh()
+
+    def advance(self, records: int) -> None:
+        """Count records read."""
+        if self._bar is not None:
+            self._bar.update(records)
+
+    def close(self) -> None:
+        """Remove the bar."""
+        if self._bar is not None:
+            self._bar.close()

@@ -1,0 +1,381 @@
+"""The archiver: a consumer-group member that turns records into archive files.
+
+The loop: fetch a batch; feed each record to its partition's
+:class:`~archiver.batching.PartitionState`; for every file that decides, first commit the
+partition's progress (offset plus decided cuts: the intent), then encode and upload the file in
+a worker thread; commit advanced progress as uploads finish. ``once`` stops at the end offsets
+seen when each partition was first assigned. See docs/EXACTLY_ONCE.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import ConsumerRebalanceListener
+from aiokafka import TopicPartition as TP
+from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+
+from archiver import format as fmt
+from archiver import kafka, observe
+from archiver import progress as prog
+from archiver.batching import Limits, PartitionState, Roll
+from archiver.errors import ArchiveStateError, KafkaError
+from archiver.eventtime import event_time_us
+from archiver.layout import MAX_HOUR, FileRef, hour_of
+from archiver.settings import Settings
+from archiver.storage import Storage
+
+_TS_TYPES = fmt.TIMESTAMP_TYPES
+_MAX_TS_MS = (MAX_HOUR + 1) * 3_600_000 - 1
+_LIMIT_MS = (2**63 - 1) // 1000
+
+
+@dataclass
+class Summary:
+    """What a run did."""
+
+    records: int = 0
+    files: int = 0
+    bytes_written: int = 0
+    committed: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def write_file(storage: Storage, roll: Roll, zstd_level: int) -> int:
+    """Encode and store one decided file; returns bytes written (0 when kept as it was)."""
+    cut = roll.cut
+    key = FileRef(roll.topic, cut.hour, roll.partition, cut.first, cut.last).key
+    if roll.rebuilt and (not len(roll.cols) or storage.exists(key)):
+        return 0  # the file of a recorded cut that is already durable stays as written
+    data = fmt.encode(fmt.to_table(roll.cols), zstd_level=zstd_level, metadata={
+        "topic": roll.topic, "partition": str(roll.partition),
+        "first_offset": str(cut.first), "last_offset": str(cut.last)})
+    storage.put(key, data)
+    return len(data)
+
+
+class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Archive the configured topics into ``storage``."""
+
+    def __init__(self, settings: Settings, storage: Storage, *, once: bool = False,
+                 show_progress: bool = False) -> None:
+        self.s = settings.archive
+        self.kafka_settings = settings.kafka
+        self.storage = storage
+        self.once = once
+        self.limits = Limits(self.s.max_file_records, self.s.max_file_bytes, self.s.idle_seconds,
+                             self.s.max_file_age_seconds, self.s.max_cuts_per_partition)
+        self.states: dict[TP, PartitionState] = {}
+        self.ends: dict[TP, int] = {}
+        self.done: set[TP] = set()
+        self.inflight: dict[asyncio.Future[int], tuple[PartitionState, Roll, int]] = {}
+        self.inflight_bytes = 0
+        self.dirty: set[TP] = set()
+        self.summary = Summary()
+        self.pool = ThreadPoolExecutor(self.s.upload_concurrency, "eventvault-upload")
+        self.ui = observe.Progress(once and show_progress)
+        self.stopping: asyncio.Event
+        self.consumer: Any = None
+
+    def stop(self) -> None:
+        """Ask a running archiver to stop after its current batch (uploads finish first)."""
+        self.stopping.set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def run(self) -> Summary:
+        """Run until stopped (or, with ``once``, until the end offsets seen are archived)."""
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        self.consumer = kafka.consumer(self.kafka_settings, self.s.group_id,
+                                       self.s.isolation_level,
+                                       min(50 << 20, self.s.memory_budget_bytes // 8))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stopping.set)
+        try:
+            await self._start()
+            await self._loop()
+            if self.once:
+                await self._finish()
+            await self._drain()
+            await self._commit(set(self.states))
+        finally:
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+            self.pool.shutdown(wait=True)
+            self.ui.close()
+        self.summary.seconds = time.monotonic() - started
+        self.summary.committed = {f"{tp.topic}[{tp.partition}]": st.progress().offset
+                                  for tp, st in sorted(self.states.items())}
+        return self.summary
+
+    async def _start(self) -> None:
+        try:
+            await self.consumer.start()
+            if self.s.topics:
+                known = await self.consumer.topics()
+                missing = sorted(set(self.s.topics) - known)
+                if missing:
+                    where = self.kafka_settings.bootstrap_servers
+                    raise KafkaError(f"topic(s) not found on {where}: {', '.join(missing)}",
+                                     topics=missing)
+                self.consumer.subscribe(self.s.topics, listener=self)
+            elif self.s.topics_regex:
+                self.consumer.subscribe(pattern=f"^(?:{self.s.topics_regex})$", listener=self)
+            else:
+                raise KafkaError("no topics to archive: set archive.topics or archive.topics_regex")
+        except kafka.AIOKafkaError as exc:
+            raise KafkaError(f"cannot reach Kafka at {self.kafka_settings.bootstrap_servers}: "
+                             f"{exc}", retriable=True) from exc
+
+    async def _loop(self) -> None:
+        last_tick = last_commit = time.monotonic()
+        waited = 0.0
+        while not self.stopping.is_set():
+            batch = await self.consumer.getmany(timeout_ms=200, max_records=20_000)
+            now = time.monotonic()
+            rolls = self._feed(batch, now)
+            if now - last_tick >= 1.0:
+                rolls += self._tick(now) + await self._passed()
+                if now - last_commit >= self.s.commit_interval_seconds and self.dirty:
+                    await self._commit(set(self.dirty))
+                    last_commit = now
+                last_tick = now
+            rolls += self._relieve_memory()
+            if rolls:
+                await self._intend(rolls)
+            if self.once:
+                await self._check_done()
+                if self.states and self.done >= set(self.states):
+                    return
+                waited = 0.0 if self.states else waited + 0.2
+                if waited > 60:
+                    raise KafkaError("no partitions were assigned within 60 s", retriable=True)
+            await self._reap(block=self._over_budget())
+
+    # -- records ---------------------------------------------------------------------------
+    def _feed(self, batch: dict[TP, list[Any]], now: float) -> list[Roll]:
+        rolls: list[Roll] = []
+        for tp, records in batch.items():
+            state = self.states.get(tp)
+            if state is None:
+                # Fetched before the assignment callback built its state: read them again.
+                with contextlib.suppress(IllegalStateError):
+                    self.consumer.seek(tp, records[0].offset)
+                continue
+            if tp in self.done:
+                continue
+            end = self.ends.get(tp) if self.once else None
+            spec = self.s.event_time_spec(tp.topic)
+            plain = spec.field is None
+            add = state.add
+            n = 0
+            for r in records:
+                offset = r.offset
+                if end is not None and offset >= end:
+                    break
+                ts = r.timestamp
+                if plain:
+                    hour = ts // 3_600_000 if 0 <= ts <= _MAX_TS_MS else None
+                else:
+                    hour = hour_of(event_time_us(spec, ts, r.value))
+                ts_us = ts * 1000 if -_LIMIT_MS <= ts <= _LIMIT_MS else fmt.timestamp_us(ts)
+                out = add(offset, hour, ts_us, _TS_TYPES.get(r.timestamp_type, "CreateTime"),
+                          r.key, r.value, r.headers, now)
+                if out:
+                    rolls += out
+                n += 1
+            self.summary.records += n
+            self.ui.advance(n)
+            if n:
+                self.dirty.add(tp)
+        return rolls
+
+    def _tick(self, now: float) -> list[Roll]:
+        rolls: list[Roll] = []
+        for state in self.states.values():
+            rolls += state.roll_expired(now)
+        observe.BUFFERED.set(self._buffered() + self.inflight_bytes)
+        return rolls
+
+    async def _passed(self) -> list[Roll]:
+        """Roll rebuilt cuts whose last record the consumer has moved past without seeing."""
+        rolls: list[Roll] = []
+        for tp, state in list(self.states.items()):
+            if state.rebuilding:
+                rolls += state.passed(await self.consumer.position(tp))
+        return rolls
+
+    def _buffered(self) -> int:
+        return sum(st.buffered_bytes for st in self.states.values())
+
+    def _over_budget(self) -> bool:
+        return self._buffered() + self.inflight_bytes > self.s.memory_budget_bytes
+
+    def _relieve_memory(self) -> list[Roll]:
+        """Roll the largest buffers while buffers and uploads exceed the memory budget."""
+        rolls: list[Roll] = []
+        budget = self.s.memory_budget_bytes
+        buffered = self._buffered()
+        while buffered + self.inflight_bytes > budget and buffered > budget // 4:
+            candidates = [(b.nbytes, st, h) for st in self.states.values()
+                          for h, b in st.buffers.items() if b.cut is None]
+            if not candidates:
+                break
+            nbytes, state, hour = max(candidates, key=lambda c: c[0])
+            rolls.append(state.roll(hour))
+            buffered -= nbytes
+        return rolls
+
+    # -- files -----------------------------------------------------------------------------
+    async def _intend(self, rolls: list[Roll]) -> None:
+        """Commit the decided cuts, then start their uploads (never the other way round)."""
+        tps = {TP(r.topic, r.partition) for r in rolls}
+        if not await self._commit(tps):
+            return
+        loop = asyncio.get_running_loop()
+        for roll in rolls:
+            state = self.states[TP(roll.topic, roll.partition)]
+            while len(self.inflight) >= 2 * self.s.upload_concurrency:
+                await self._reap(block=True)
+            fut = loop.run_in_executor(self.pool, write_file, self.storage, roll,
+                                       self.s.zstd_level)
+            self.inflight[fut] = (state, roll, roll.nbytes)
+            self.inflight_bytes += roll.nbytes
+
+    async def _reap(self, *, block: bool) -> None:
+        """Collect finished uploads; with ``block``, wait for at least one."""
+        if not self.inflight:
+            return
+        if block:
+            await asyncio.wait(self.inflight, return_when=asyncio.FIRST_COMPLETED)
+        for fut in [f for f in self.inflight if f.done()]:
+            entry = self.inflight.pop(fut, None)
+            if entry is None:
+                continue  # reaped by the rebalance listener meanwhile
+            state, roll, nbytes = entry
+            self.inflight_bytes -= nbytes
+            written = fut.result()  # a storage error ends the run; progress stays consistent
+            state.done(roll.cut)
+            tp = TP(roll.topic, roll.partition)
+            self.dirty.add(tp)
+            if written:
+                self.summary.files += 1
+                self.summary.bytes_written += written
+                observe.FILES.labels(roll.topic).inc()
+                observe.BYTES.labels(roll.topic).inc(written)
+                observe.RECORDS.labels(roll.topic).inc(len(roll.cols))
+
+    async def _drain(self, tps: set[TP] | None = None) -> None:
+        while any(tps is None or TP(r.topic, r.partition) in tps
+                  for _, r, _ in self.inflight.values()):
+            await self._reap(block=True)
+
+    # -- progress --------------------------------------------------------------------------
+    async def _commit(self, tps: set[TP], *, reset: bool = True) -> bool:
+        """Commit the progress of ``tps``; False if the group fenced the commit.
+
+        With ``reset``, fenced partitions then resume from what Kafka holds.
+        """
+        offsets = {}
+        for tp in tps:
+            state = self.states.get(tp)
+            if state is not None:
+                p = state.progress()
+                offsets[tp] = kafka.OffsetAndMetadata(p.offset, prog.encode(p))
+                observe.COMMITTED.labels(tp.topic, str(tp.partition)).set(p.offset)
+        if not offsets:
+            return True
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, RebalanceInProgressError, IllegalStateError) as exc:
+            observe.event("commit refused", reason=str(exc), reset=reset,
+                          partitions=[f"{t.topic}[{t.partition}]" for t in offsets])
+            if reset:
+                await self._reset(set(offsets))
+            return False
+        self.dirty -= set(offsets)
+        return True
+
+    async def _reset(self, tps: set[TP]) -> None:
+        """Forget local state of ``tps`` and resume them from what Kafka holds."""
+        for tp in tps:
+            self.states.pop(tp, None)
+        still = tps & self.consumer.assignment()
+        if still:
+            await self._adopt(still)
+            await self.consumer.seek_to_committed(*still)
+
+    async def _adopt(self, tps: set[TP]) -> None:
+        """Build states of ``tps`` from committed progress.
+
+        This runs in aiokafka's coordinator task, concurrently with the loop: a state appears
+        only once it is complete.
+        """
+        found = await kafka.committed_progress(self.kafka_settings, self.s.group_id, tps)
+        if self.once:
+            new = [tp for tp in tps if tp not in self.ends]
+            if new:
+                self.ends.update(await self.consumer.end_offsets(new))
+        for tp in tps:
+            spec_hash = prog.spec_hash(self.s.event_time_spec(tp.topic).fingerprint)
+            progress = found.get(tp, prog.Progress(0, (), spec_hash))
+            if progress.cuts and progress.spec_hash != spec_hash:
+                raise ArchiveStateError(
+                    f"the event-time setting of topic {tp.topic} changed while files of "
+                    f"partition {tp.partition} were in progress; restore the previous setting, "
+                    "let one `eventvault archive --once` finish, then change it",
+                    topic=tp.topic, partition=tp.partition)
+            self.states[tp] = PartitionState(tp.topic, tp.partition, progress, self.limits,
+                                             spec_hash)
+        observe.event("partitions adopted", partitions={
+            f"{tp.topic}[{tp.partition}]": {"resume": self.states[tp].resume,
+                                            "end": self.ends.get(tp)} for tp in tps})
+        if self.once:
+            self.ui.total(sum(max(0, self.ends[tp] - st.resume)
+                              for tp, st in self.states.items() if tp in self.ends))
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Finish uploads of revoked partitions, commit their progress, forget them."""
+        mine = set(revoked) & set(self.states)
+        if not mine:
+            return
+        await self._drain(mine)
+        with contextlib.suppress(kafka.AIOKafkaError):
+            await self._commit(mine, reset=False)
+        for tp in mine:
+            self.states.pop(tp, None)
+            self.done.discard(tp)
+        observe.event("partitions revoked", partitions=sorted(f"{t.topic}[{t.partition}]"
+                                                              for t in mine))
+
+    async def on_partitions_assigned(self, assigned: set[TP]) -> None:
+        """Load the committed progress of newly assigned partitions."""
+        await self._adopt(set(assigned))
+        observe.event("partitions assigned", partitions=sorted(
+            f"{t.topic}[{t.partition}]" for t in assigned))
+
+    # -- bounded runs ----------------------------------------------------------------------
+    async def _check_done(self) -> None:
+        for tp, state in self.states.items():
+            if tp in self.done:
+                continue
+            position = await self.consumer.position(tp)
+            if position >= self.ends.get(tp, 0) or state.next_offset >= self.ends.get(tp, 0):
+                self.done.add(tp)
+                self.consumer.pause(tp)
+
+    async def _finish(self) -> None:
+        rolls: list[Roll] = []
+        for tp, state in self.states.items():
+            rolls += state.finish(max(self.ends.get(tp, 0), state.next_offset))
+        if rolls:
+            await self._intend(rolls)
+

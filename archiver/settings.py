@@ -1,0 +1,184 @@
+"""eventvault's one settings model, built once at the edge (the CLI) and passed down.
+
+Sources, strongest first: environment variables ``EVENTVAULT_<SECTION>__<KEY>`` (lists and
+tables as JSON), then ``eventvault.toml`` in the working directory or ``--config PATH``, then
+defaults. :func:`load_settings` turns every validation problem into one
+:class:`~archiver.errors.ConfigError` line that names the setting.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from archiver.errors import ConfigError
+from archiver.eventtime import EventTimeSpec, TimeFormat
+
+DEFAULT_CONFIG = Path("eventvault.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    """How to reach the Kafka cluster (TLS and SASL PLAIN/SCRAM for MSK, Confluent, Event Hubs)."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "eventvault"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+    request_timeout_ms: int = Field(40_000, gt=0)
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+                self.sasl_username and self.sasl_password):
+            raise ValueError("SASL needs kafka.sasl_username and kafka.sasl_password")
+        return self
+
+
+class StorageSettings(_Section):
+    """Where the archive lives: ``s3://bucket/prefix``, ``file:///path`` or a plain path."""
+
+    url: str = "file://./eventvault-archive"
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    sse: Literal["AES256", "aws:kms"] | None = None
+    sse_kms_key_id: str | None = None
+    max_attempts: int = Field(10, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _check(self) -> StorageSettings:
+        scheme = self.url.split("://", 1)[0] if "://" in self.url else "file"
+        if scheme not in ("s3", "file"):
+            raise ValueError(f"storage.url scheme {scheme!r} is not s3:// or file://")
+        if scheme == "s3" and not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
+                                           self.url):
+            raise ValueError(f"storage.url {self.url!r} does not name an S3 bucket")
+        if self.sse == "aws:kms" and not self.sse_kms_key_id:
+            raise ValueError("storage.sse = 'aws:kms' needs storage.sse_kms_key_id")
+        return self
+
+
+class EventTimeSettings(_Section):
+    """A topic's event time from a JSON field of the value instead of the record timestamp."""
+
+    field: str = Field(min_length=1)
+    format: TimeFormat = "auto"
+
+    def spec(self) -> EventTimeSpec:
+        """The pure spec the archiver uses."""
+        return EventTimeSpec(self.field, self.format)
+
+
+class ArchiveSettings(_Section):
+    """What to archive and how files roll (see docs/EXACTLY_ONCE.md for the cut limits)."""
+
+    topics: list[str] = Field(default_factory=list)
+    topics_regex: str | None = None
+    group_id: str = Field("eventvault-archiver", min_length=1)
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
+    max_file_records: int = Field(1_000_000, gt=0)
+    max_file_bytes: int = Field(128 << 20, gt=0)
+    idle_seconds: float = Field(120.0, gt=0)
+    max_file_age_seconds: float = Field(900.0, gt=0)
+    memory_budget_bytes: int = Field(512 << 20, ge=16 << 20)
+    max_cuts_per_partition: int = Field(64, ge=2, le=100)
+    upload_concurrency: int = Field(4, ge=1, le=64)
+    zstd_level: int = Field(3, ge=1, le=22)
+    commit_interval_seconds: float = Field(5.0, gt=0)
+    event_time: dict[str, EventTimeSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> ArchiveSettings:
+        if self.topics_regex is not None:
+            try:
+                re.compile(self.topics_regex)
+            except re.error as exc:
+                raise ValueError(f"archive.topics_regex is not a regular expression: {exc}") \
+                    from None
+        return self
+
+    def event_time_spec(self, topic: str) -> EventTimeSpec:
+        """The event-time spec of ``topic`` (the record timestamp unless configured)."""
+        conf = self.event_time.get(topic)
+        return conf.spec() if conf else EventTimeSpec()
+
+
+class MetricsSettings(_Section):
+    """Prometheus metrics of long-running processes (off unless a port is set)."""
+
+    port: int | None = Field(None, ge=0, le=65535)
+    host: str = "127.0.0.1"
+
+
+class Settings(BaseSettings):
+    """All of eventvault's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EVENTVAULT_", env_nested_delimiter="__", extra="forbid", frozen=True,
+        toml_file=DEFAULT_CONFIG,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    storage: StorageSettings = StorageSettings()
+    archive: ArchiveSettings = ArchiveSettings()
+    metrics: MetricsSettings = MetricsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Init arguments, then environment, then the TOML file."""
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings once; raise ConfigError naming the first bad setting."""
+    path = config or DEFAULT_CONFIG
+    if config is not None and not config.is_file():
+        raise ConfigError(f"config file {config} does not exist", setting="--config")
+    if path.is_file():
+        try:
+            tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}", setting=str(path)) from None
+    cls = type("Settings", (Settings,), {"model_config": {**Settings.model_config,
+                                                          "toml_file": path}})
+    try:
+        return cls(**overrides)  # type: ignore[no-any-return]
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    first = exc.errors()[0]
+    setting = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+    msg = first["msg"].removeprefix("Value error, ")
+    given = first.get("input")
+    detail = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return ConfigError(f"invalid setting {setting or 'configuration'}: {msg}{detail}{more}",
+                       setting=setting)
