@@ -51,6 +51,11 @@ def setup_logging(level: str = "INFO") -> None:
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+    for name in ("aiokafka", "botocore", "boto3"):  # their warnings, as JSON lines too
+        lib = logging.getLogger(name)
+        lib.handlers[:] = [handler]
+        lib.setLevel(max(logging.WARNING, logging.getLevelName(level)))
+        lib.propagate = False
 
 
 def event(msg: str, level: int = logging.INFO, **fields: Any) -> None:

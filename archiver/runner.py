@@ -45,6 +45,7 @@ class Summary:
     bytes_written: int = 0
     committed: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    peak_buffered_bytes: int = 0
 
 
 def write_file(storage: Storage, roll: Roll, zstd_level: int) -> int:
@@ -149,6 +150,8 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
                     last_commit = now
                 last_tick = now
             rolls += self._relieve_memory()
+            held = self._buffered() + self.inflight_bytes
+            self.summary.peak_buffered_bytes = max(self.summary.peak_buffered_bytes, held)
             if rolls:
                 await self._intend(rolls)
             if self.once:

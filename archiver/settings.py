@@ -8,6 +8,8 @@ defaults. :func:`load_settings` turns every validation problem into one
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -18,6 +20,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -159,7 +162,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings once; raise ConfigError naming the first bad setting."""
     path = config or DEFAULT_CONFIG
     if config is not None and not config.is_file():
-        raise ConfigError(f"config file {config} does not exist", setting="--config")
+        raise ConfigError(f"--config {config}: no such file", setting="--config")
     if path.is_file():
         try:
             tomllib.loads(path.read_text())
@@ -171,6 +174,27 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         return cls(**overrides)  # type: ignore[no-any-return]
     except ValidationError as exc:
         raise _config_error(exc) from None
+    except SettingsError as exc:
+        raise _json_env_error(exc) from None
+
+
+def _json_env_error(exc: SettingsError) -> ConfigError:
+    """Name the environment variable whose list or table value is not JSON."""
+    for name, value in sorted(os.environ.items()):
+        if not name.startswith("EVENTVAULT_") or "__" not in name:
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            section, _, key = name.removeprefix("EVENTVAULT_").lower().partition("__")
+            model = Settings.model_fields.get(section)
+            field = model and getattr(model.annotation, "model_fields", {}).get(key)
+            if field and getattr(field.annotation, "__origin__", None) in (list, dict):
+                return ConfigError(
+                    f"invalid setting {section}.{key}: {name} must be JSON, "
+                    f"for example {name}='[\"a\", \"b\"]' (got {value!r})",
+                    setting=f"{section}.{key}")
+    return ConfigError(f"invalid configuration from the environment: {exc}")
 
 
 def _config_error(exc: ValidationError) -> ConfigError:

@@ -1,0 +1,91 @@
+"""The command line: one clear error line and exit code 2 for bad input; env configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from archiver.storage import LocalStorage
+from tests.kafkautil import Rec, create_topic, produce, read_archive
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTVAULT_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "archiver.cli", *args], env=full_env,
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(("env", "args", "needle"), [
+    ({"EVENTVAULT_ARCHIVE__MAX_FILE_RECORDS": "-1"}, [], "archive.max_file_records"),
+    ({"EVENTVAULT_ARCHIVE__TOPICS": "not-json"}, [], "archive.topics"),
+    ({"EVENTVAULT_STORAGE__URL": "gs://bucket"}, [], "storage.url"),
+    ({"EVENTVAULT_STORAGE__SSE": "aws:kms"}, [], "storage.sse_kms_key_id"),
+    ({"EVENTVAULT_KAFKA__SECURITY_PROTOCOL": "SASL_SSL"}, [], "kafka.sasl_username"),
+    ({"EVENTVAULT_ARCHIVE__TOPICS_REGEX": "("}, [], "archive.topics_regex"),
+    ({"EVENTVAULT_ARCHIVE__NO_SUCH": "1"}, [], "archive.no_such"),
+    ({}, ["--config", "/nonexistent.toml"], "--config"),
+    ({}, ["--bogus"], "unrecognized arguments"),
+    ({}, [], "no topics to archive"),
+])
+def test_bad_configuration_is_one_line_exit_2(tmp_path: Path, env: dict[str, str],
+                                              args: list[str], needle: str) -> None:
+    res = run_cli(*(args[:2] if args[:1] == ["--config"] else []), "archive", "--once",
+                  *(args if args[:1] != ["--config"] else []), env=env, cwd=tmp_path)
+    assert res.returncode == 2, res
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("eventvault: error: ")
+    assert needle in lines[0]
+    assert not list(tmp_path.iterdir()), "nothing may be written"
+
+
+def test_bad_toml_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "eventvault.toml").write_text("[archive\ntopics = [")
+    res = run_cli("archive", "--once", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1
+    assert "eventvault.toml is not valid TOML" in res.stderr
+
+
+@pytest.mark.integration
+def test_missing_topic_is_one_line(kafka_bootstrap: str, tmp_path: Path) -> None:
+    res = run_cli("archive", "--once", "--topic", "does.not.exist", env={
+        "EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "EVENTVAULT_STORAGE__URL": f"file://{tmp_path}/a"})
+    assert res.returncode == 4, res
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"eventvault: error: topic(s) not found on {kafka_bootstrap}: does.not.exist")
+
+
+@pytest.mark.integration
+def test_environment_and_toml_configure_a_run(kafka_bootstrap: str, tmp_path: Path) -> None:
+    topic = f"cli.env-{uuid.uuid4().hex[:6]}"
+    create_topic(kafka_bootstrap, topic, partitions=2)
+    produced = produce(kafka_bootstrap, topic, [Rec(i % 2, b"k%d" % i, b"v%d" % i,
+                                                    timestamp_ms=1_760_000_000_000 + i)
+                                                for i in range(50)])
+    (tmp_path / "eventvault.toml").write_text(
+        '[archive]\ngroup_id = "from-toml"\nmax_file_records = 10\n'
+        '[storage]\nurl = "file:///should/be/overridden"\n')
+    res = run_cli("archive", "--once", "--output", "json", cwd=tmp_path, env={
+        "EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "EVENTVAULT_STORAGE__URL": f"file://{tmp_path}/arch",
+        "EVENTVAULT_ARCHIVE__TOPICS": json.dumps([topic]),
+        "EVENTVAULT_ARCHIVE__GROUP_ID": f"g-{topic}"})
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["records"] == 50
+    assert summary["files"] == 6  # 25 per partition, 10 per file
+    assert summary["committed"] == {f"{topic}[0]": 25, f"{topic}[1]": 25}
+    rows = read_archive(LocalStorage(tmp_path / "arch"))
+    assert sorted((r["partition"], r["offset"]) for r in rows) == sorted(produced)
+    for line in res.stderr.splitlines():
+        assert isinstance(json.loads(line), dict)  # logs are JSON lines
