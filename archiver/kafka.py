@@ -19,7 +19,7 @@ from archiver.errors import ArchiveStateError, KafkaError
 from archiver.settings import KafkaSettings
 
 __all__ = ["AIOKafkaError", "OffsetAndMetadata", "TopicPartition", "client_options",
-           "committed_progress", "consumer"]
+           "committed_progress", "consumer", "log_offsets"]
 
 
 def client_options(settings: KafkaSettings) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def _ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
 
 
 def consumer(settings: KafkaSettings, group_id: str, isolation_level: str,
-             fetch_max_bytes: int) -> AIOKafkaConsumer:
+             fetch_max_bytes: int, session_timeout_ms: int = 10_000) -> AIOKafkaConsumer:
     """A group consumer that never auto-commits and reads from the earliest offset."""
     return AIOKafkaConsumer(
         **client_options(settings),
@@ -66,7 +66,28 @@ def consumer(settings: KafkaSettings, group_id: str, isolation_level: str,
         max_partition_fetch_bytes=min(fetch_max_bytes, 8 << 20),
         fetch_max_wait_ms=200,
         max_poll_interval_ms=600_000,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=max(300, session_timeout_ms // 3),
     )
+
+
+async def log_offsets(settings: KafkaSettings, partitions: list[TopicPartition],
+                      isolation_level: str) -> tuple[dict[TopicPartition, int],
+                                                     dict[TopicPartition, int]]:
+    """Beginning and end offsets of ``partitions``, read by a client of their own.
+
+    The end is the last stable offset when ``read_committed``. The group consumer's fetcher is
+    not asked, so that these lookups never interleave with its own position resets.
+    """
+    probe = AIOKafkaConsumer(**client_options(settings), isolation_level=isolation_level)
+    try:
+        await probe.start()
+        return (await probe.beginning_offsets(partitions), await probe.end_offsets(partitions))
+    except AIOKafkaError as exc:
+        raise KafkaError(f"cannot read offsets of {len(partitions)} partitions: {exc}",
+                         retriable=exc.retriable) from exc
+    finally:
+        await probe.stop()
 
 
 async def committed_progress(settings: KafkaSettings, group_id: str,

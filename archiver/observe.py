@@ -24,6 +24,8 @@ BYTES = Counter("eventvault_bytes_written", "Bytes of archive files written", ["
 BUFFERED = Gauge("eventvault_buffered_bytes", "Estimated bytes in open buffers and uploads")
 COMMITTED = Gauge("eventvault_committed_offset", "Committed resume offset",
                   ["topic", "partition"])
+LOST = Counter("eventvault_records_lost_to_retention",
+               "Records Kafka deleted before the archiver read them", ["topic", "partition"])
 LAG = Gauge("eventvault_partition_lag", "High watermark minus committed offset",
             ["topic", "partition"])
 

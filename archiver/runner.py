@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -83,6 +84,7 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
         self.ui = observe.Progress(once and show_progress)
         self.stopping: asyncio.Event
         self.consumer: Any = None
+        self.fatal: Exception | None = None
 
     def stop(self) -> None:
         """Ask a running archiver to stop after its current batch (uploads finish first)."""
@@ -96,13 +98,16 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
         self.stopping = asyncio.Event()
         self.consumer = kafka.consumer(self.kafka_settings, self.s.group_id,
                                        self.s.isolation_level,
-                                       min(50 << 20, self.s.memory_budget_bytes // 8))
+                                       min(50 << 20, self.s.memory_budget_bytes // 8),
+                                       self.s.session_timeout_ms)
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stopping.set)
         try:
             await self._start()
             await self._loop()
+            if self.fatal is not None:
+                raise self.fatal
             if self.once:
                 await self._finish()
             await self._drain()
@@ -175,6 +180,9 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
                 continue
             if tp in self.done:
                 continue
+            if records[0].offset != state.next_offset:
+                observe.event("offset gap", logging.DEBUG, topic=tp.topic, partition=tp.partition,
+                              expected=state.next_offset, got=records[0].offset)
             end = self.ends.get(tp) if self.once else None
             spec = self.s.event_time_spec(tp.topic)
             plain = spec.field is None
@@ -213,7 +221,13 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
         rolls: list[Roll] = []
         for tp, state in list(self.states.items()):
             if state.rebuilding:
-                rolls += state.passed(await self.consumer.position(tp))
+                position = await self.consumer.position(tp)
+                passed = state.passed(position)
+                for r in passed:
+                    observe.event("recorded cut passed", topic=tp.topic, partition=tp.partition,
+                                  cut=[r.cut.first, r.cut.last], records=len(r.cols),
+                                  position=position, next_offset=state.next_offset)
+                rolls += passed
         return rolls
 
     def _buffered(self) -> int:
@@ -246,6 +260,9 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
         loop = asyncio.get_running_loop()
         for roll in rolls:
             state = self.states[TP(roll.topic, roll.partition)]
+            observe.event("file decided", logging.DEBUG, topic=roll.topic,
+                          partition=roll.partition, hour=roll.cut.hour, first=roll.cut.first,
+                          last=roll.cut.last, records=len(roll.cols), rebuilt=roll.rebuilt)
             while len(self.inflight) >= 2 * self.s.upload_concurrency:
                 await self._reap(block=True)
             fut = loop.run_in_executor(self.pool, write_file, self.storage, roll,
@@ -266,6 +283,8 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
             state, roll, nbytes = entry
             self.inflight_bytes -= nbytes
             written = fut.result()  # a storage error ends the run; progress stays consistent
+            observe.event("file done", logging.DEBUG, topic=roll.topic, partition=roll.partition,
+                          first=roll.cut.first, last=roll.cut.last, bytes=written)
             state.done(roll.cut)
             tp = TP(roll.topic, roll.partition)
             self.dirty.add(tp)
@@ -296,6 +315,9 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
                 observe.COMMITTED.labels(tp.topic, str(tp.partition)).set(p.offset)
         if not offsets:
             return True
+        observe.event("commit", logging.DEBUG, progress={
+            f"{tp.topic}[{tp.partition}]": om.metadata + f"@{om.offset}"
+            for tp, om in offsets.items()})
         try:
             await self.consumer.commit(offsets)
         except (CommitFailedError, RebalanceInProgressError, IllegalStateError) as exc:
@@ -314,7 +336,6 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
         still = tps & self.consumer.assignment()
         if still:
             await self._adopt(still)
-            await self.consumer.seek_to_committed(*still)
 
     async def _adopt(self, tps: set[TP]) -> None:
         """Build states of ``tps`` from committed progress.
@@ -323,10 +344,10 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
         only once it is complete.
         """
         found = await kafka.committed_progress(self.kafka_settings, self.s.group_id, tps)
+        starts, ends = await kafka.log_offsets(self.kafka_settings, sorted(tps),
+                                               self.s.isolation_level)
         if self.once:
-            new = [tp for tp in tps if tp not in self.ends]
-            if new:
-                self.ends.update(await self.consumer.end_offsets(new))
+            self.ends.update({tp: o for tp, o in ends.items() if tp not in self.ends})
         for tp in tps:
             spec_hash = prog.spec_hash(self.s.event_time_spec(tp.topic).fingerprint)
             progress = found.get(tp, prog.Progress(0, (), spec_hash))
@@ -336,10 +357,22 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
                     f"partition {tp.partition} were in progress; restore the previous setting, "
                     "let one `eventvault archive --once` finish, then change it",
                     topic=tp.topic, partition=tp.partition)
+            # Positions are set here by seek() alone, never by aiokafka's reset path, which
+            # raced with offset lookups (seen: a position at the end offset with no record
+            # delivered). Below the log start offset (retention) there is nothing to read.
+            start = starts.get(tp, 0)
+            if tp in found and start > progress.offset:
+                observe.event("records deleted by retention before they were archived",
+                              logging.ERROR, topic=tp.topic, partition=tp.partition,
+                              lost_from=progress.offset, lost_to=start - 1,
+                              records=start - progress.offset)
+                observe.LOST.labels(tp.topic, str(tp.partition)).inc(start - progress.offset)
+            self.consumer.seek(tp, max(progress.offset, start))
             self.states[tp] = PartitionState(tp.topic, tp.partition, progress, self.limits,
                                              spec_hash)
         observe.event("partitions adopted", partitions={
             f"{tp.topic}[{tp.partition}]": {"resume": self.states[tp].resume,
+                                            "cuts": len(self.states[tp].cuts),
                                             "end": self.ends.get(tp)} for tp in tps})
         if self.once:
             self.ui.total(sum(max(0, self.ends[tp] - st.resume)
@@ -361,7 +394,12 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TP]) -> None:
         """Load the committed progress of newly assigned partitions."""
-        await self._adopt(set(assigned))
+        try:
+            await self._adopt(set(assigned))
+        except Exception as exc:  # aiokafka would only log it: end the run instead
+            self.fatal = exc
+            self.stopping.set()
+            raise
         observe.event("partitions assigned", partitions=sorted(
             f"{t.topic}[{t.partition}]" for t in assigned))
 

@@ -110,6 +110,7 @@ class ArchiveSettings(_Section):
     upload_concurrency: int = Field(4, ge=1, le=64)
     zstd_level: int = Field(3, ge=1, le=22)
     commit_interval_seconds: float = Field(5.0, gt=0)
+    session_timeout_ms: int = Field(10_000, ge=1000)
     event_time: dict[str, EventTimeSettings] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -33,6 +33,10 @@ class Rec:
 
 def create_topic(bootstrap: str, topic: str, partitions: int = 1,
                  config: dict[str, str] | None = None) -> None:
+    """Create a topic that keeps everything: tests use old timestamps (2026-01-01, 1970), and
+    the default 7-day time retention would delete those records under the archiver."""
+    config = {"retention.ms": "-1", **(config or {})}
+
     async def run() -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
@@ -43,7 +47,8 @@ def create_topic(bootstrap: str, topic: str, partitions: int = 1,
     asyncio.run(run())
 
 
-async def produce_async(bootstrap: str, topic: str, records: list[Rec]) -> dict[tuple[int, int], Rec]:
+async def produce_async(bootstrap: str, topic: str,
+                        records: list[Rec]) -> dict[tuple[int, int], Rec]:
     """Produce records; return them by (partition, offset)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True,
                                 max_request_size=8 << 20, linger_ms=5)

@@ -19,7 +19,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTVAULT_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "archiver.cli", *args], env=full_env,
+    return subprocess.run([sys.executable, "-m", "archiver.cli", *args], check=False, env=full_env,
                           cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 

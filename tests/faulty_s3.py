@@ -1,0 +1,109 @@
+"""An HTTP proxy in front of the S3 server that injects S3's failures on purpose.
+
+Real HTTP on 127.0.0.1: boto3 talks to the proxy as it would to S3. A chosen share of requests
+is answered with 503 SlowDown or 500 InternalError (S3's XML error bodies) or has its connection
+dropped, before (``when="before"``) or after (``"after"``: the write happened, the answer is
+lost) forwarding to the real server.
+"""
+
+from __future__ import annotations
+
+import http.client
+import random
+import socket
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+_ERRORS = {
+    503: b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+    500: b"<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message>"
+         b"</Error>",
+}
+
+
+class FaultyS3:
+    """Start with ``start()``; ``endpoint_url`` is the proxy; ``injected`` counts the faults."""
+
+    def __init__(self, upstream: str, rate: float, methods: tuple[str, ...] = ("PUT", "POST"),
+                 seed: int = 7) -> None:
+        self.upstream = urlsplit(upstream)
+        self.rate = rate
+        self.methods = methods
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.injected: Counter[str] = Counter()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                fault = proxy._pick(self.command)
+                if fault in ("503", "500"):
+                    data = _ERRORS[int(fault)]
+                    self.send_response(int(fault))
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                if fault == "reset-before":
+                    self._reset()
+                    return
+                status, headers, data = proxy._forward(self.command, self.path, self.headers,
+                                                       body)
+                if fault == "reset-after":
+                    self._reset()
+                    return
+                self.send_response(status)
+                for k, v in headers:
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _reset(self) -> None:
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                self.close_connection = True
+                self.connection.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _pick(self, method: str) -> str | None:
+        with self.lock:
+            if method not in self.methods or self.rng.random() >= self.rate:
+                return None
+            fault = self.rng.choice(["503", "500", "reset-before", "reset-after"])
+            self.injected[fault] += 1
+            return fault
+
+    def _forward(self, method: str, path: str, headers: object,
+                 body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        conn = http.client.HTTPConnection(self.upstream.hostname or "127.0.0.1", self.upstream.port,
+                                          timeout=60)
+        try:
+            conn.request(method, path, body=body, headers=dict(headers.items()))  # type: ignore[attr-defined]
+            resp = conn.getresponse()
+            return resp.status, resp.getheaders(), resp.read()
+        finally:
+            conn.close()
+
+    def start(self) -> FaultyS3:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

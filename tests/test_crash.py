@@ -1,0 +1,210 @@
+"""Exactly once in the archive through kill -9, restarts, rebalances and S3 faults.
+
+Every test ends by counting the archive's records by (partition, offset): each produced
+offset exactly once, none missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from archiver.errors import StorageError
+from archiver.settings import StorageSettings
+from archiver.storage import open_storage
+from tests.faulty_s3 import FaultyS3
+from tests.kafkautil import archive_once, create_topic, read_archive, settings
+
+pytestmark = pytest.mark.integration
+HOUR_MS = 3_600_000
+BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00Z
+
+
+def start_archiver(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("EVENTVAULT_")}
+    full.update(env)
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "archiver.cli", "archive"], env=full,
+                                stdout=out, stderr=out)
+
+
+class Producer(threading.Thread):
+    """Produces ``total`` records in bursts with pauses, hours jumping back (late events)."""
+
+    def __init__(self, bootstrap: str, topic: str, total: int, partitions: int) -> None:
+        super().__init__(daemon=True)
+        self.args = (bootstrap, topic, total, partitions)
+        self.sent = 0
+
+    def run(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        bootstrap, topic, total, partitions = self.args
+        rng = random.Random(1)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True,
+                                    linger_ms=2)
+        await producer.start()
+        try:
+            deadline = time.monotonic() + 120
+            while self.sent < total and time.monotonic() < deadline:
+                burst = min(total - self.sent, rng.randint(50, 400))
+                for _ in range(burst):
+                    hour = self.sent // 1500 - rng.choice([0, 0, 0, 1, 5])  # some late
+                    await producer.send(topic, b"v%d" % self.sent, key=b"k%d" % self.sent,
+                                        partition=self.sent % partitions,
+                                        timestamp_ms=BASE_MS + max(hour, 0) * HOUR_MS)
+                    self.sent += 1
+                await producer.flush()
+                await asyncio.sleep(rng.choice([0.05, 0.2, 0.8]))  # quiet spells: idle rolls
+        finally:
+            await producer.stop()
+
+
+def assert_exactly_once(rows: list[dict[str, Any]], partitions: int, total: int) -> None:
+    counts = Counter((r["partition"], r["offset"]) for r in rows)
+    dupes = [k for k, n in counts.items() if n > 1]
+    assert not dupes, f"{len(dupes)} records archived twice, e.g. {dupes[:5]}"
+    assert len(counts) == total, f"{total - len(counts)} records missing"
+    for p in range(partitions):
+        offs = sorted(o for (pp, o) in counts if pp == p)
+        assert offs == list(range(len(offs)))
+
+
+def test_kill_9_at_random_moments_then_drain(kafka_bootstrap: str, tmp_path: Path) -> None:
+    topic = f"crash.kill9-{uuid.uuid4().hex[:6]}"
+    partitions, total = 4, 24_000
+    create_topic(kafka_bootstrap, topic, partitions=partitions)
+    url = f"file://{tmp_path}/arch"
+    env = {
+        "EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "EVENTVAULT_STORAGE__URL": url,
+        "EVENTVAULT_ARCHIVE__TOPICS": json.dumps([topic]),
+        "EVENTVAULT_ARCHIVE__GROUP_ID": f"g-{topic}",
+        "EVENTVAULT_ARCHIVE__MAX_FILE_RECORDS": "150",
+        "EVENTVAULT_ARCHIVE__IDLE_SECONDS": "0.3",
+        "EVENTVAULT_ARCHIVE__MAX_FILE_AGE_SECONDS": "2",
+        "EVENTVAULT_ARCHIVE__COMMIT_INTERVAL_SECONDS": "0.5",
+        "EVENTVAULT_ARCHIVE__SESSION_TIMEOUT_MS": "6000",
+    }
+    producer = Producer(kafka_bootstrap, topic, total, partitions)
+    producer.start()
+    rng = random.Random(3)
+    log = tmp_path / "archiver.log"
+    kills = 0
+    while kills < 6:
+        proc = start_archiver(env, log)
+        # A killed member holds its partitions until its 6 s session expires; the next one
+        # gets them after that and works for a few seconds before its own kill.
+        time.sleep(rng.uniform(8.0, 12.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    producer.join(timeout=150)
+    assert producer.sent == total
+    store = open_storage(StorageSettings(url=url))
+    files_before_drain = len(list(store.list()))
+    s = settings(kafka_bootstrap, url, [topic], f"g-{topic}")
+    archive_once(s)
+    assert_exactly_once(read_archive(store), partitions, total)
+    adopted = [json.loads(line) for line in log.read_text().splitlines()
+               if '"partitions adopted"' in line]
+    assert files_before_drain > 20, "the killed archivers wrote little: the test proved little"
+    assert any(p["cuts"] > 0 and p["resume"] > 0 for a in adopted
+               for p in a["partitions"].values()), "no restart resumed with recorded cuts"
+
+
+def test_rebalance_between_two_members(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """B joins while A archives (partitions move), A is killed, B takes all; then drain."""
+    topic = f"crash.rebalance-{uuid.uuid4().hex[:6]}"
+    partitions, total = 6, 15_000
+    create_topic(kafka_bootstrap, topic, partitions=partitions)
+    url = f"file://{tmp_path}/arch"
+    env = {
+        "EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "EVENTVAULT_STORAGE__URL": url,
+        "EVENTVAULT_ARCHIVE__TOPICS": json.dumps([topic]),
+        "EVENTVAULT_ARCHIVE__GROUP_ID": f"g-{topic}",
+        "EVENTVAULT_ARCHIVE__MAX_FILE_RECORDS": "200",
+        "EVENTVAULT_ARCHIVE__IDLE_SECONDS": "0.3",
+        "EVENTVAULT_ARCHIVE__COMMIT_INTERVAL_SECONDS": "0.5",
+        "EVENTVAULT_ARCHIVE__SESSION_TIMEOUT_MS": "6000",
+    }
+    producer = Producer(kafka_bootstrap, topic, total, partitions)
+    producer.start()
+    log = tmp_path / "archiver.log"
+    a = start_archiver(env, log)
+    time.sleep(4)
+    b = start_archiver(env, log)
+    time.sleep(6)
+    a.send_signal(signal.SIGKILL)
+    a.wait()
+    producer.join(timeout=150)
+    time.sleep(8)
+    b.send_signal(signal.SIGTERM)  # graceful: uploads finish, progress committed
+    assert b.wait(timeout=60) == 0
+    revoked = log.read_text().count('"partitions revoked"')
+    assert revoked >= 1, "no rebalance happened"
+    store = open_storage(StorageSettings(url=url))
+    archive_once(settings(kafka_bootstrap, url, [topic], f"g-{topic}"))
+    assert_exactly_once(read_archive(store), partitions, total)
+
+
+@pytest.mark.parametrize("rate", [0.3])
+def test_s3_faults_are_retried(kafka_bootstrap: str, s3_endpoint: str, s3_bucket: str,
+                               rate: float) -> None:
+    topic = f"s3.faults-{uuid.uuid4().hex[:6]}"
+    partitions = 3
+    create_topic(kafka_bootstrap, topic, partitions=partitions)
+    producer = Producer(kafka_bootstrap, topic, 3000, partitions)
+    producer.run()
+    proxy = FaultyS3(s3_endpoint, rate).start()
+    try:
+        s = settings(kafka_bootstrap, f"s3://{s3_bucket}/faulty", [topic], f"g-{topic}",
+                     endpoint=proxy.endpoint_url, max_file_records=100)
+        summary = archive_once(s)
+    finally:
+        proxy.stop()
+    assert sum(proxy.injected.values()) >= 10, proxy.injected
+    assert {"503", "500", "reset-before", "reset-after"} <= set(proxy.injected)
+    assert summary.files >= 30
+    store = open_storage(StorageSettings(url=f"s3://{s3_bucket}/faulty", endpoint_url=s3_endpoint))
+    assert_exactly_once(read_archive(store), partitions, 3000)
+
+
+def test_s3_outage_fails_the_run_then_a_rerun_completes(kafka_bootstrap: str, s3_endpoint: str,
+                                                        s3_bucket: str) -> None:
+    """Every PUT fails: the run exits with a storage error and commits nothing past the
+    files that exist; a rerun against a healthy S3 archives everything exactly once."""
+    topic = f"s3.outage-{uuid.uuid4().hex[:6]}"
+    create_topic(kafka_bootstrap, topic, partitions=2)
+    Producer(kafka_bootstrap, topic, 1000, 2).run()
+    proxy = FaultyS3(s3_endpoint, rate=1.0).start()
+    url = f"s3://{s3_bucket}/outage"
+    try:
+        s = settings(kafka_bootstrap, url, [topic], f"g-{topic}", endpoint=proxy.endpoint_url,
+                     max_file_records=100)
+        s = s.model_copy(update={"storage": s.storage.model_copy(update={"max_attempts": 2})})
+        with pytest.raises(StorageError):
+            archive_once(s)
+    finally:
+        proxy.stop()
+    healthy = settings(kafka_bootstrap, url, [topic], f"g-{topic}", endpoint=s3_endpoint,
+                       max_file_records=100)
+    archive_once(healthy)
+    store = open_storage(healthy.storage)
+    assert_exactly_once(read_archive(store), 2, 1000)
