@@ -46,6 +46,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class _Transient(logging.Filter):
+    """aiokafka logs a group's first coordinator lookup, which it retries, as an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "GroupCoordinatorNotAvailable" in record.getMessage():
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger("eventvault").isEnabledFor(logging.INFO)
+        return True
+
+
 def setup_logging(level: str = "INFO") -> None:
     """Send eventvault's logs to stderr as JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
@@ -56,6 +66,7 @@ def setup_logging(level: str = "INFO") -> None:
     for name in ("aiokafka", "botocore", "boto3"):  # their warnings, as JSON lines too
         lib = logging.getLogger(name)
         lib.handlers[:] = [handler]
+        lib.filters[:] = [_Transient()]
         lib.setLevel(max(logging.WARNING, logging.getLevelName(level)))
         lib.propagate = False
 

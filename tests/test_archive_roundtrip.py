@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
@@ -138,3 +139,19 @@ def test_s3_and_plain_duckdb(kafka_bootstrap: str, s3_endpoint: str, s3_bucket: 
     assert by_key[b"h"][6] == 4
     assert by_key[b"big"][3] == bytes(range(256)) * 3900
     assert HIVE_NULL not in {str(g[4]) for g in got}
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_compressed_topics_are_archived(kafka_bootstrap: str, tmp_path: Path, codec: str) -> None:
+    """Producers may compress with any codec Kafka supports (kcat, librdkafka, produces them)."""
+    topic = f"codec.{codec}-{uuid.uuid4().hex[:6]}"
+    create_topic(kafka_bootstrap, topic)
+    lines = b"".join(b"k%d\t{\"n\": %d, \"pad\": \"%s\"}\n" % (i, i, b"x" * 200)
+                     for i in range(300))
+    subprocess.run(["kcat", "-b", kafka_bootstrap, "-P", "-t", topic, "-z", codec, "-K", "\t"],
+                   input=lines, check=True, timeout=60)
+    s = ev_settings(kafka_bootstrap, f"file://{tmp_path}/a", [topic], f"g-{topic}")
+    assert archive_once(s).records == 300
+    rows = sorted(read_archive(open_storage(s.storage)), key=lambda r: r["offset"])
+    assert [r["key"] for r in rows] == [b"k%d" % i for i in range(300)]
+    assert rows[7]["value"] == b"{\"n\": 7, \"pad\": \"%s\"}" % (b"x" * 200)

@@ -1,0 +1,55 @@
+"""Layout is a pure function: keys parse back, sort in offset order, and dates are UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from archiver.layout import (
+    HIVE_NULL,
+    MAX_HOUR,
+    US_PER_HOUR,
+    FileRef,
+    file_name,
+    hour_dir,
+    hour_of,
+    parse_key,
+)
+
+topics = st.from_regex(r"[A-Za-z0-9._-]{1,40}", fullmatch=True)
+hours = st.none() | st.integers(0, MAX_HOUR)
+offsets = st.integers(0, 2**63 - 1)
+
+
+@given(topics, hours, st.integers(0, 99_999), offsets, offsets)
+def test_key_round_trip(topic: str, hour: int | None, partition: int, a: int, b: int) -> None:
+    ref = FileRef(topic, hour, partition, min(a, b), max(a, b))
+    assert parse_key(ref.key) == ref
+
+
+@given(st.integers(0, 10_000), st.lists(offsets, min_size=2, max_size=20, unique=True))
+def test_names_sort_in_offset_order(partition: int, starts: list[int]) -> None:
+    names = [file_name(partition, s, s) for s in starts]
+    assert sorted(names) == [file_name(partition, s, s) for s in sorted(starts)]
+
+
+@given(st.integers(0, MAX_HOUR * US_PER_HOUR + US_PER_HOUR - 1))
+def test_hour_dir_is_the_utc_hour_of_the_event(event_us: int) -> None:
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=event_us)
+    assert hour_dir("t", hour_of(event_us)) == f"topic=t/date={moment:%Y-%m-%d}/hour={moment:%H}"
+
+
+def test_unknown_event_times_go_to_the_hive_null_partition() -> None:
+    assert hour_of(None) is None
+    assert hour_of(-1) is None
+    assert hour_of((MAX_HOUR + 1) * US_PER_HOUR) is None  # year 10000
+    assert hour_dir("t", None) == f"topic=t/date={HIVE_NULL}/hour={HIVE_NULL}"
+    assert hour_dir("t", 0) == "topic=t/date=1970-01-01/hour=00"
+    assert hour_dir("t", MAX_HOUR) == "topic=t/date=9999-12-31/hour=23"
+
+
+def test_foreign_keys_are_not_parsed() -> None:
+    assert parse_key("topic=t/date=2026-01-01/hour=01/notes.txt") is None
+    assert parse_key("something/else.parquet") is None
