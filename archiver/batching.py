@@ -15,13 +15,31 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from archiver.format import Columns, Header
+from archiver.format import Columns, Header, timestamp_us
 from archiver.layout import Hour
 from archiver.progress import Cut, Progress
 
 RECORD_OVERHEAD = 160
 """Bytes of Python objects a buffered record costs beyond its key, value and headers."""
+_MAX_MS = (2**63 - 1) // 1000
+_MIN_MS = -_MAX_MS
+
+
+class RecordLike(Protocol):
+    """What the batch path reads of a Kafka record (aiokafka's ConsumerRecord has it)."""
+
+    @property
+    def offset(self) -> int: ...  # noqa: D102
+    @property
+    def timestamp(self) -> int: ...  # noqa: D102
+    @property
+    def key(self) -> bytes | None: ...  # noqa: D102
+    @property
+    def value(self) -> bytes | None: ...  # noqa: D102
+    @property
+    def headers(self) -> Sequence[Header]: ...  # noqa: D102
 
 
 @dataclass(frozen=True)
@@ -87,6 +105,7 @@ class PartitionState:
         self._recorded: dict[Hour, list[Cut]] = {}
         for cut in sorted(progress.cuts):
             self._recorded.setdefault(cut.hour, []).append(cut)
+        self.blocked_at: int | None = None  # see _make_room
         self._forced = 0  # open buffers that rebuild a recorded cut
         # Recorded cuts at or above the resume offset whose buffer has not opened yet.
         self._unbuilt = {c for c in progress.cuts if c.first >= self.resume}
@@ -98,6 +117,7 @@ class PartitionState:
         if offset < self.next_offset:
             return []
         self.next_offset = offset + 1
+        self.blocked_at = None
         rolls = self.passed(offset) if self._forced or self._unbuilt else []
         recorded = self._recorded_cut(hour, offset) if self._recorded else None
         if recorded is not None and recorded.first < self.resume:
@@ -107,8 +127,10 @@ class PartitionState:
             rolls.append(self.roll(hour))
             buf = None
         if buf is None:
-            if recorded is None and len(self.cuts) + len(self.buffers) >= self.limits.max_cuts:
-                rolls += self.roll_all(include_rebuilds=False)
+            if recorded is None and not self._make_room(rolls):
+                self.next_offset = offset  # not taken: the caller feeds it again later
+                self.blocked_at = offset
+                return rolls
             buf = self.buffers[hour] = Buffer(self.partition, hour, now, recorded)
             if recorded is not None:
                 self._forced += 1
@@ -128,6 +150,71 @@ class PartitionState:
         elif len(cols) >= self.limits.max_records or buf.nbytes >= self.limits.max_bytes:
             rolls.append(self.roll(hour))
         return rolls
+
+    def add_records(self, records: Sequence[RecordLike], hours: Sequence[Hour],
+                    ts_types: Sequence[str], now: float) -> list[Roll]:
+        """Buffer a batch of records in offset order (same rules as :meth:`add`, faster).
+
+        ``records`` have ``offset``, ``timestamp`` (ms), ``key``, ``value`` and ``headers``;
+        ``hours`` and ``ts_types`` are given per record.
+        """
+        if self._recorded or self._forced:
+            rolls: list[Roll] = []
+            for r, hour, ts_type in zip(records, hours, ts_types, strict=True):
+                rolls += self.add(r.offset, hour, timestamp_us(r.timestamp), ts_type, r.key,
+                                  r.value, r.headers, now)
+                if self.blocked_at is not None:
+                    break
+            return rolls
+        return self._add_plain(records, hours, ts_types, now)
+
+    def _add_plain(self, records: Sequence[RecordLike], hours: Sequence[Hour],
+                   ts_types: Sequence[str], now: float) -> list[Roll]:
+        """The hot path: no recorded cut is being rebuilt, so each record goes to its hour."""
+        rolls: list[Roll] = []
+        buffers = self.buffers
+        max_records, max_bytes = self.limits.max_records, self.limits.max_bytes
+        for r, hour, ts_type in zip(records, hours, ts_types, strict=True):
+            offset = r.offset
+            if offset < self.next_offset:
+                continue
+            buf = buffers.get(hour)
+            if buf is None:
+                if not self._make_room(rolls):
+                    self.blocked_at = offset
+                    return rolls
+                buf = buffers[hour] = Buffer(self.partition, hour, now, None)
+            self.next_offset = offset + 1
+            self.blocked_at = None
+            key, value, headers, ts = r.key, r.value, r.headers, r.timestamp
+            cols = buf.cols
+            cols.offsets.append(offset)
+            cols.timestamps_us.append(ts * 1000 if _MIN_MS <= ts <= _MAX_MS else timestamp_us(ts))
+            cols.timestamp_types.append(ts_type)
+            cols.keys.append(key)
+            cols.values.append(value)
+            cols.headers.append(headers)
+            size = RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
+            for h_key, h_value in headers:
+                size += 64 + len(h_key) + (len(h_value) if h_value else 0)
+            buf.nbytes += size
+            buf.touched_at = now
+            if len(cols.offsets) >= max_records or buf.nbytes >= max_bytes:
+                rolls.append(self.roll(hour))
+        return rolls
+
+    def _make_room(self, rolls: list[Roll]) -> bool:
+        """Whether a new buffer may open without the progress outgrowing ``max_cuts``.
+
+        At the limit, every open buffer is rolled (``rolls`` gets them). If files are then
+        still pending, the answer is no: the caller stops at this record (``blocked_at``),
+        waits for the partition's uploads, commits (which prunes cuts) and feeds it again.
+        With nothing pending the limit is soft: only a rebuild can pin cuts then.
+        """
+        if len(self.cuts) + len(self.buffers) < self.limits.max_cuts:
+            return True
+        rolls += self.roll_all(include_rebuilds=False)
+        return not self.pending
 
     def _recorded_cut(self, hour: Hour, offset: int) -> Cut | None:
         cuts = self._recorded.get(hour)

@@ -70,7 +70,7 @@ def to_table(cols: Columns) -> pa.Table:
     )
 
 
-def encode(table: pa.Table, *, zstd_level: int = 3, metadata: dict[str, str] | None = None,
+def encode(table: pa.Table, *, zstd_level: int = 1, metadata: dict[str, str] | None = None,
            row_group_rows: int = 131_072) -> bytes:
     """Encode a table as zstd Parquet bytes, with eventvault's file metadata."""
     meta = {b"eventvault.format": FORMAT_VERSION.encode()}

@@ -60,13 +60,13 @@ def setup_logging(level: str = "INFO") -> None:
     """Send eventvault's logs to stderr as JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(_Transient())
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
     for name in ("aiokafka", "botocore", "boto3"):  # their warnings, as JSON lines too
         lib = logging.getLogger(name)
         lib.handlers[:] = [handler]
-        lib.filters[:] = [_Transient()]
         lib.setLevel(max(logging.WARNING, logging.getLevelName(level)))
         lib.propagate = False
 

@@ -34,7 +34,6 @@ from archiver.storage import Storage
 
 _TS_TYPES = fmt.TIMESTAMP_TYPES
 _MAX_TS_MS = (MAX_HOUR + 1) * 3_600_000 - 1
-_LIMIT_MS = (2**63 - 1) // 1000
 
 
 @dataclass
@@ -79,6 +78,7 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
         self.inflight: dict[asyncio.Future[int], tuple[PartitionState, Roll, int]] = {}
         self.inflight_bytes = 0
         self.dirty: set[TP] = set()
+        self.blocked: set[TP] = set()
         self.summary = Summary()
         self.pool = ThreadPoolExecutor(self.s.upload_concurrency, "eventvault-upload")
         self.ui = observe.Progress(once and show_progress)
@@ -159,6 +159,10 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
             self.summary.peak_buffered_bytes = max(self.summary.peak_buffered_bytes, held)
             if rolls:
                 await self._intend(rolls)
+            if self.blocked:
+                await self._drain(self.blocked)
+                await self._commit(self.blocked)
+                self.blocked.clear()
             if self.once:
                 await self._check_done()
                 if self.states and self.done >= set(self.states):
@@ -170,39 +174,36 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
 
     # -- records ---------------------------------------------------------------------------
     def _feed(self, batch: dict[TP, list[Any]], now: float) -> list[Roll]:
+        """Buffer a fetched batch; partitions that hit their cut limit go to ``self.blocked``."""
         rolls: list[Roll] = []
-        for tp, records in batch.items():
+        for tp, fetched in batch.items():
             state = self.states.get(tp)
             if state is None:
                 # Fetched before the assignment callback built its state: read them again.
                 with contextlib.suppress(IllegalStateError):
-                    self.consumer.seek(tp, records[0].offset)
+                    self.consumer.seek(tp, fetched[0].offset)
                 continue
             if tp in self.done:
                 continue
-            if records[0].offset != state.next_offset:
+            if fetched[0].offset != state.next_offset:
                 observe.event("offset gap", logging.DEBUG, topic=tp.topic, partition=tp.partition,
-                              expected=state.next_offset, got=records[0].offset)
-            end = self.ends.get(tp) if self.once else None
+                              expected=state.next_offset, got=fetched[0].offset)
+            records = fetched
+            if self.once and fetched[-1].offset >= self.ends[tp]:
+                records = [r for r in fetched if r.offset < self.ends[tp]]
             spec = self.s.event_time_spec(tp.topic)
-            plain = spec.field is None
-            add = state.add
-            n = 0
-            for r in records:
-                offset = r.offset
-                if end is not None and offset >= end:
-                    break
-                ts = r.timestamp
-                if plain:
-                    hour = ts // 3_600_000 if 0 <= ts <= _MAX_TS_MS else None
-                else:
-                    hour = hour_of(event_time_us(spec, ts, r.value))
-                ts_us = ts * 1000 if -_LIMIT_MS <= ts <= _LIMIT_MS else fmt.timestamp_us(ts)
-                out = add(offset, hour, ts_us, _TS_TYPES.get(r.timestamp_type, "CreateTime"),
-                          r.key, r.value, r.headers, now)
-                if out:
-                    rolls += out
-                n += 1
+            if spec.field is None:
+                hours = [ts // 3_600_000 if 0 <= ts <= _MAX_TS_MS else None
+                         for ts in (r.timestamp for r in records)]
+            else:
+                hours = [hour_of(event_time_us(spec, r.timestamp, r.value)) for r in records]
+            ts_types = [_TS_TYPES.get(r.timestamp_type, "CreateTime") for r in records]
+            rolls += state.add_records(records, hours, ts_types, now)
+            n = len(records)
+            if state.blocked_at is not None:  # read the rest again once uploads caught up
+                n = sum(1 for r in records if r.offset < state.blocked_at)
+                self.consumer.seek(tp, state.blocked_at)
+                self.blocked.add(tp)
             self.summary.records += n
             self.ui.advance(n)
             if n:

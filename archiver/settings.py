@@ -108,7 +108,7 @@ class ArchiveSettings(_Section):
     memory_budget_bytes: int = Field(512 << 20, ge=16 << 20)
     max_cuts_per_partition: int = Field(64, ge=2, le=100)
     upload_concurrency: int = Field(4, ge=1, le=64)
-    zstd_level: int = Field(3, ge=1, le=22)
+    zstd_level: int = Field(1, ge=1, le=22)
     commit_interval_seconds: float = Field(5.0, gt=0)
     session_timeout_ms: int = Field(10_000, ge=1000)
     event_time: dict[str, EventTimeSettings] = Field(default_factory=dict)

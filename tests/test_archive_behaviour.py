@@ -148,3 +148,21 @@ def test_memory_stays_within_budget_with_many_open_hours(kafka_bootstrap: str,
     counts = Counter((r["partition"], r["offset"]) for r in rows)
     assert set(counts.values()) == {1}
     assert set(counts) == set(produced)
+
+
+def test_cut_limit_applies_backpressure(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """One record per file and room for two cuts: the archiver must keep stopping, waiting for
+    uploads and reading again, and still archive every record exactly once."""
+    topic = f"backpressure-{uuid.uuid4().hex[:6]}"
+    create_topic(kafka_bootstrap, topic, partitions=2)
+    produced = produce(kafka_bootstrap, topic, [
+        Rec(i % 2, b"%d" % i, b"v", timestamp_ms=1_760_000_000_000 + (i % 3) * 3_600_000)
+        for i in range(300)])
+    s = settings(kafka_bootstrap, f"file://{tmp_path}/a", [topic], f"g-{topic}",
+                 max_file_records=1, max_cuts_per_partition=2)
+    summary = archive_once(s)
+    assert summary.files == 300
+    rows = read_archive(open_storage(s.storage))
+    counts = Counter((r["partition"], r["offset"]) for r in rows)
+    assert set(counts.values()) == {1}
+    assert set(counts) == set(produced)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hypothesis import given, settings
@@ -23,6 +24,15 @@ from archiver.layout import Hour
 from archiver.progress import Cut, Progress
 
 HOURS: list[Hour] = [None, 9, 10, 11]
+
+
+@dataclass(frozen=True)
+class Rec:
+    offset: int
+    timestamp: int
+    key: bytes | None = None
+    value: bytes | None = b"v"
+    headers: Sequence[tuple[str, bytes | None]] = ()
 
 
 @dataclass
@@ -48,7 +58,16 @@ class World:
     def intend(self, rolls: list[Roll]) -> None:
         if rolls:
             self.committed = self.state.progress()  # intent: cuts durable before files
+            # What Kafka's commit metadata holds stays bounded (offset.metadata.max.bytes);
+            # only a rebuild after a restart may pin more cuts for a while.
+            assert len(self.committed.cuts) <= self.limits.max_cuts or self.state.rebuilding
             self.queue += rolls
+
+    def rewind(self) -> None:
+        """A blocked partition did not take the records from ``blocked_at`` on: feed again."""
+        if self.state.blocked_at is not None:
+            self.pos = next(i for i, (o, _) in enumerate(self.records)
+                            if o == self.state.blocked_at)
 
     def write(self, roll: Roll, *, zombie: bool = False) -> None:
         if roll.rebuilt and roll.cut in self.storage:
@@ -67,6 +86,13 @@ class World:
             offset, hour = self.records[self.pos]
             self.pos += 1
             self.intend(st_.add(offset, hour, offset, "CreateTime", None, b"v", (), 0.0))
+            self.rewind()
+        elif op == "batch" and self.pos < len(self.records):
+            batch = self.records[self.pos:self.pos + rng.randint(1, 6)]
+            self.pos += len(batch)
+            self.intend(st_.add_records([Rec(o, o) for o, _ in batch], [h for _, h in batch],
+                                        ["CreateTime"] * len(batch), 0.0))
+            self.rewind()
         elif op == "idle":
             self.intend(st_.roll_expired(now=1e12))
         elif op == "pressure" and st_.buffers:
@@ -94,6 +120,10 @@ class World:
     def drain(self) -> None:
         while self.pos < len(self.records):
             self.step("add", random.Random(0))
+            if self.state.blocked_at is not None:  # wait for uploads, commit, go on
+                while self.queue:
+                    self.write(self.queue.pop(0))
+                self.committed = self.state.progress()
         end = self.records[-1][0] + 1 if self.records else 0
         self.intend(self.state.finish(end))
         while self.queue:
@@ -109,8 +139,8 @@ def worlds(draw: st.DrawFn) -> tuple[World, list[str], int]:
     offsets = [sum(gaps[: i + 1]) for i in range(n)]
     limits = Limits(max_records=draw(st.integers(1, 6)), max_cuts=draw(st.integers(2, 8)))
     ops = draw(st.lists(st.sampled_from(
-        ["add"] * 6 + ["idle", "pressure", "upload", "upload", "commit", "crash", "zombie",
-                       "compact"]), max_size=200))
+        ["add"] * 3 + ["batch"] * 3 + ["idle", "pressure", "upload", "upload", "commit",
+                                       "crash", "zombie", "compact"]), max_size=200))
     return World(list(zip(offsets, hours, strict=True)), limits), ops, draw(st.integers(0, 9))
 
 
