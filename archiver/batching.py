@@ -51,6 +51,7 @@ class Limits:
     idle_seconds: float = 120.0
     max_age_seconds: float = 900.0
     max_cuts: int = 64
+    grace_hours: int | None = None  # close hour H once hour H + grace + 1 is read
 
 
 class Buffer:
@@ -106,6 +107,7 @@ class PartitionState:
         for cut in sorted(progress.cuts):
             self._recorded.setdefault(cut.hour, []).append(cut)
         self.blocked_at: int | None = None  # see _make_room
+        self.max_hour = -1  # the latest event hour read: closes old hours (Limits.grace_hours)
         self._forced = 0  # open buffers that rebuild a recorded cut
         # Recorded cuts at or above the resume offset whose buffer has not opened yet.
         self._unbuilt = {c for c in progress.cuts if c.first >= self.resume}
@@ -126,6 +128,8 @@ class PartitionState:
         if buf is not None and buf.cut != recorded:
             rolls.append(self.roll(hour))
             buf = None
+        if hour is not None and hour > self.max_hour:
+            rolls += self._close_old_hours(hour)
         if buf is None:
             if recorded is None and not self._make_room(rolls):
                 self.next_offset = offset  # not taken: the caller feeds it again later
@@ -178,6 +182,8 @@ class PartitionState:
             offset = r.offset
             if offset < self.next_offset:
                 continue
+            if hour is not None and hour > self.max_hour:
+                rolls += self._close_old_hours(hour)
             buf = buffers.get(hour)
             if buf is None:
                 if not self._make_room(rolls):
@@ -202,6 +208,20 @@ class PartitionState:
             if len(cols.offsets) >= max_records or buf.nbytes >= max_bytes:
                 rolls.append(self.roll(hour))
         return rolls
+
+    def _close_old_hours(self, hour: int) -> list[Roll]:
+        """Roll buffers of hours more than ``grace_hours`` before ``hour``, the newest read.
+
+        A rule on the record stream alone (no clock), so a restart cuts in the same places;
+        late records of a closed hour start a new file of that hour.
+        """
+        self.max_hour = hour
+        grace = self.limits.grace_hours
+        if grace is None:
+            return []
+        old = [h for h, b in self.buffers.items()
+               if b.cut is None and h is not None and h < hour - grace]
+        return [self.roll(h) for h in old]
 
     def _make_room(self, rolls: list[Roll]) -> bool:
         """Whether a new buffer may open without the progress outgrowing ``max_cuts``.

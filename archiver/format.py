@@ -58,16 +58,33 @@ def to_table(cols: Columns) -> pa.Table:
     n = len(cols)
     return pa.Table.from_arrays(
         [
-            pa.array([cols.partition] * n, pa.int32()),
+            pa.repeat(pa.scalar(cols.partition, pa.int32()), n),
             pa.array(cols.offsets, pa.int64()),
             pa.array(cols.timestamps_us, pa.int64()).cast(SCHEMA.field("timestamp").type),
             pa.array(cols.timestamp_types, pa.string()),
             pa.array(cols.keys, pa.binary()),
             pa.array(cols.values, pa.binary()),
-            pa.array([list(h) for h in cols.headers], SCHEMA.field("headers").type),
+            _headers_array(cols.headers),
         ],
         schema=SCHEMA,
     )
+
+
+def _headers_array(headers: Sequence[Sequence[Header]]) -> pa.Array:
+    """list<struct<key, value>> built from flat columns (far cheaper than nested objects)."""
+    offsets = [0]
+    keys: list[str] = []
+    values: list[bytes | None] = []
+    for record_headers in headers:
+        for key, value in record_headers:
+            keys.append(key)
+            values.append(value)
+        offsets.append(len(keys))
+    items = pa.StructArray.from_arrays(
+        [pa.array(keys, pa.string()), pa.array(values, pa.binary())],
+        fields=list(HEADER_TYPE))
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items,
+                                    type=SCHEMA.field("headers").type)
 
 
 def encode(table: pa.Table, *, zstd_level: int = 1, metadata: dict[str, str] | None = None,

@@ -71,7 +71,8 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
         self.storage = storage
         self.once = once
         self.limits = Limits(self.s.max_file_records, self.s.max_file_bytes, self.s.idle_seconds,
-                             self.s.max_file_age_seconds, self.s.max_cuts_per_partition)
+                             self.s.max_file_age_seconds, self.s.max_cuts_per_partition,
+                             self.s.hour_grace_hours)
         self.states: dict[TP, PartitionState] = {}
         self.ends: dict[TP, int] = {}
         self.done: set[TP] = set()
@@ -268,8 +269,11 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
                 await self._reap(block=True)
             fut = loop.run_in_executor(self.pool, write_file, self.storage, roll,
                                        self.s.zstd_level)
-            self.inflight[fut] = (state, roll, roll.nbytes)
-            self.inflight_bytes += roll.nbytes
+            # While a file is encoded, its records, the Arrow table and the Parquet bytes
+            # coexist: count it at 2.5 times its buffered size.
+            held = roll.nbytes * 5 // 2
+            self.inflight[fut] = (state, roll, held)
+            self.inflight_bytes += held
 
     async def _reap(self, *, block: bool) -> None:
         """Collect finished uploads; with ``block``, wait for at least one."""

@@ -105,6 +105,7 @@ class ArchiveSettings(_Section):
     max_file_bytes: int = Field(128 << 20, gt=0)
     idle_seconds: float = Field(120.0, gt=0)
     max_file_age_seconds: float = Field(900.0, gt=0)
+    hour_grace_hours: int | None = Field(1, ge=0)
     memory_budget_bytes: int = Field(512 << 20, ge=16 << 20)
     max_cuts_per_partition: int = Field(64, ge=2, le=100)
     upload_concurrency: int = Field(4, ge=1, le=64)

@@ -137,7 +137,8 @@ def worlds(draw: st.DrawFn) -> tuple[World, list[str], int]:
     gaps = draw(st.lists(st.integers(1, 3), min_size=n, max_size=n))
     hours = draw(st.lists(st.sampled_from(HOURS), min_size=n, max_size=n))
     offsets = [sum(gaps[: i + 1]) for i in range(n)]
-    limits = Limits(max_records=draw(st.integers(1, 6)), max_cuts=draw(st.integers(2, 8)))
+    limits = Limits(max_records=draw(st.integers(1, 6)), max_cuts=draw(st.integers(2, 8)),
+                    grace_hours=draw(st.none() | st.integers(0, 1)))
     ops = draw(st.lists(st.sampled_from(
         ["add"] * 3 + ["batch"] * 3 + ["idle", "pressure", "upload", "upload", "commit",
                                        "crash", "zombie", "compact"]), max_size=200))
@@ -224,3 +225,14 @@ def test_rebuilt_cut_keeps_its_recorded_name_when_its_first_record_is_gone() -> 
     counts = _drive(world, ["add", "add", "add", "crash", "compact_next", "add", "add"])
     assert counts[5] == 1
 
+
+
+def test_hour_grace_closes_old_hours_by_record_time_alone() -> None:
+    state = PartitionState("t", 0, Progress(0), Limits(grace_hours=1))
+    rolls = []
+    for offset, hour in enumerate([10, 10, 11, 10, 12, 11, 13, None, 10]):
+        rolls += state.add(offset, hour, 0, "CreateTime", None, b"v", (), 0.0)
+    # hour 10 closes when 12 is read, hour 11 when 13 is read; a late 10 opens a new file
+    assert [(r.cut.hour, r.cut.first, r.cut.last) for r in rolls] == [(10, 0, 3), (11, 2, 5)]
+    assert sorted(h for h in state.buffers if h is not None) == [10, 12, 13]
+    assert None in state.buffers
