@@ -167,6 +167,8 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
             if self.once:
                 await self._check_done()
                 if self.states and self.done >= set(self.states):
+                    observe.event("end offsets reached", records=self.summary.records,
+                                  buffered=self._buffered(), uploading=len(self.inflight))
                     return
                 waited = 0.0 if self.states else waited + 0.2
                 if waited > 60:

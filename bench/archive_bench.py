@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import boto3
 
@@ -43,11 +44,26 @@ def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[str, float, 
     return out, time.monotonic() - started, usage.ru_maxrss * 1024
 
 
+def _objects(storage: str, client: Any, local: Path) -> list[tuple[str, int]]:
+    """(key, size) of every archive file."""
+    if storage == "local":
+        return [(p.relative_to(local).as_posix(), p.stat().st_size)
+                for p in local.rglob("*.parquet")]
+    return [(obj["Key"].removeprefix("archive/"), obj["Size"])
+            for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket="bench-archive", Prefix="archive/")
+            for obj in page.get("Contents", [])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--hours", type=float, default=6)
+    parser.add_argument("--storage", choices=["s3", "local"], default="s3",
+                        help="the moto S3 server (default) or a local directory")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an archiver setting, e.g. --set ARCHIVE__UPLOAD_CONCURRENCY=2")
     args = parser.parse_args()
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
                       AWS_DEFAULT_REGION="us-east-1")
@@ -71,26 +87,28 @@ def main() -> None:
                "EVENTVAULT_STORAGE__ENDPOINT_URL": s3.endpoint_url,
                "EVENTVAULT_ARCHIVE__TOPICS": json.dumps([topic]),
                "EVENTVAULT_ARCHIVE__GROUP_ID": "bench"}
+        if args.storage == "local":
+            env["EVENTVAULT_STORAGE__URL"] = f"file://{tmp}/archive"
+        env.update(("EVENTVAULT_" + k, v) for k, v in (s.split("=", 1) for s in args.set))
         arch_out, arch_s, arch_rss = run([sys.executable, "-m", "archiver.cli", "--log-level",
                                           "WARNING", "archive", "--once", "--output", "json"],
                                          env)
-        out2, bare2_s, bare2_rss = run(bare_cmd)
+        _, bare2_s, bare2_rss = run(bare_cmd)
         summary = json.loads(arch_out)
         assert summary["records"] == args.events, summary
         assert json.loads(out1)["records"] == args.events
         stored = 0
         files: Counter[tuple[int, int | None]] = Counter()
-        for page in client.get_paginator("list_objects_v2").paginate(
-                Bucket="bench-archive", Prefix="archive/"):
-            for obj in page.get("Contents", []):
-                stored += obj["Size"]
-                ref = parse_key(obj["Key"].removeprefix("archive/"))
-                assert ref is not None
-                files[(ref.partition, ref.hour)] += 1
+        for key, size in _objects(args.storage, client, tmp / "archive"):
+            stored += size
+            ref = parse_key(key)
+            assert ref is not None
+            files[(ref.partition, ref.hour)] += 1
         bare_s = (bare1_s + bare2_s) / 2
         n = args.events
         print(json.dumps({
             "events": n, "partitions": args.partitions, "key_value_bytes": raw,
+            "storage": args.storage, "settings": args.set,
             "bare_consumer_records_per_s": round(n / bare_s),
             "bare_consumer_seconds": [round(bare1_s, 1), round(bare2_s, 1)],
             "bare_consumer_peak_rss_mib": round(max(bare1_rss, bare2_rss) / 2**20),
