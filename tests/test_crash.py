@@ -34,6 +34,16 @@ HOUR_MS = 3_600_000
 BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00Z
 
 
+def archiver_env(bootstrap: str, url: str, topic: str, **archive: str) -> dict[str, str]:
+    """Environment for an archiver process with small files, fast timers and commits."""
+    settings = {"IDLE_SECONDS": "0.3", "COMMIT_INTERVAL_SECONDS": "0.5",
+                "SESSION_TIMEOUT_MS": "6000", **archive}
+    return {"EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "EVENTVAULT_STORAGE__URL": url,
+            "EVENTVAULT_ARCHIVE__TOPICS": json.dumps([topic]),
+            "EVENTVAULT_ARCHIVE__GROUP_ID": f"g-{topic}",
+            **{f"EVENTVAULT_ARCHIVE__{k}": v for k, v in settings.items()}}
+
+
 def start_archiver(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("EVENTVAULT_")}
     full.update(env)
@@ -90,17 +100,8 @@ def test_kill_9_at_random_moments_then_drain(kafka_bootstrap: str, tmp_path: Pat
     partitions, total = 4, 24_000
     create_topic(kafka_bootstrap, topic, partitions=partitions)
     url = f"file://{tmp_path}/arch"
-    env = {
-        "EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "EVENTVAULT_STORAGE__URL": url,
-        "EVENTVAULT_ARCHIVE__TOPICS": json.dumps([topic]),
-        "EVENTVAULT_ARCHIVE__GROUP_ID": f"g-{topic}",
-        "EVENTVAULT_ARCHIVE__MAX_FILE_RECORDS": "150",
-        "EVENTVAULT_ARCHIVE__IDLE_SECONDS": "0.3",
-        "EVENTVAULT_ARCHIVE__MAX_FILE_AGE_SECONDS": "2",
-        "EVENTVAULT_ARCHIVE__COMMIT_INTERVAL_SECONDS": "0.5",
-        "EVENTVAULT_ARCHIVE__SESSION_TIMEOUT_MS": "6000",
-    }
+    env = archiver_env(kafka_bootstrap, url, topic, MAX_FILE_RECORDS="150",
+                       MAX_FILE_AGE_SECONDS="2")
     producer = Producer(kafka_bootstrap, topic, total, partitions)
     producer.start()
     rng = random.Random(3)
@@ -134,16 +135,7 @@ def test_rebalance_between_two_members(kafka_bootstrap: str, tmp_path: Path) -> 
     partitions, total = 6, 15_000
     create_topic(kafka_bootstrap, topic, partitions=partitions)
     url = f"file://{tmp_path}/arch"
-    env = {
-        "EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "EVENTVAULT_STORAGE__URL": url,
-        "EVENTVAULT_ARCHIVE__TOPICS": json.dumps([topic]),
-        "EVENTVAULT_ARCHIVE__GROUP_ID": f"g-{topic}",
-        "EVENTVAULT_ARCHIVE__MAX_FILE_RECORDS": "200",
-        "EVENTVAULT_ARCHIVE__IDLE_SECONDS": "0.3",
-        "EVENTVAULT_ARCHIVE__COMMIT_INTERVAL_SECONDS": "0.5",
-        "EVENTVAULT_ARCHIVE__SESSION_TIMEOUT_MS": "6000",
-    }
+    env = archiver_env(kafka_bootstrap, url, topic, MAX_FILE_RECORDS="200")
     producer = Producer(kafka_bootstrap, topic, total, partitions)
     producer.start()
     log = tmp_path / "archiver.log"
