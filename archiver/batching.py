@@ -13,7 +13,7 @@ which is rolled exactly at its recorded last offset. No record can land in two f
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -315,6 +315,27 @@ class PartitionState:
         point = self.commit_point()
         self.cuts = {c for c in self.cuts if c.last >= point}
         return Progress(point, tuple(sorted(self.cuts)), self.spec_hash)
+
+
+def relieve_memory(states: Iterable[PartitionState], budget: int,
+                   inflight_bytes: int) -> list[Roll]:
+    """Roll the largest buffers while buffers and files in flight exceed ``budget``.
+
+    Rebuilt cuts are never rolled early; buffers are left alone once they are under a quarter
+    of the budget (what remains over it is in flight and drains by itself).
+    """
+    states = list(states)
+    rolls: list[Roll] = []
+    buffered = sum(st.buffered_bytes for st in states)
+    while buffered + inflight_bytes > budget and buffered > budget // 4:
+        candidates = [(b.nbytes, i, h) for i, st in enumerate(states)
+                      for h, b in st.buffers.items() if b.cut is None]
+        if not candidates:
+            break
+        nbytes, i, hour = max(candidates, key=lambda c: c[0])
+        rolls.append(states[i].roll(hour))
+        buffered -= nbytes
+    return rolls
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Sequence[Header]) -> int:

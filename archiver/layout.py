@@ -14,8 +14,12 @@ zero-padded so that names sort in offset order; the same records always get the 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from archiver.eventtime import EventTimeSpec, event_time_us
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 US_PER_HOUR = 3_600_000_000
@@ -29,8 +33,19 @@ _KEY_RE = re.compile(
     r"/hour=(?P<hour>\d{2}|" + HIVE_NULL + r")/(?P<file>[^/]+)$"
 )
 
+_MAX_TS_MS = (MAX_HOUR + 1) * 3_600_000 - 1
+
 Hour = int | None
 """An event-time bucket: whole hours since the Unix epoch (UTC), or None when unknown."""
+
+
+class Timed(Protocol):
+    """A record's timestamp (ms) and value, as event time needs them."""
+
+    @property
+    def timestamp(self) -> int: ...  # noqa: D102
+    @property
+    def value(self) -> bytes | None: ...  # noqa: D102
 
 
 @dataclass(frozen=True, order=True)
@@ -56,6 +71,14 @@ def hour_of(event_us: int | None) -> Hour:
         return None
     hour = event_us // US_PER_HOUR
     return hour if hour <= MAX_HOUR else None
+
+
+def hours_of(spec: EventTimeSpec, records: Sequence[Timed]) -> list[Hour]:
+    """The hour bucket of each record: its timestamp's, or its JSON event time's."""
+    if spec.field is None:
+        return [ts // 3_600_000 if 0 <= ts <= _MAX_TS_MS else None
+                for ts in (r.timestamp for r in records)]
+    return [hour_of(event_time_us(spec, r.timestamp, r.value)) for r in records]
 
 
 def hour_dir(topic: str, hour: Hour) -> str:

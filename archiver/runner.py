@@ -2,9 +2,10 @@
 
 The loop: fetch a batch; feed each record to its partition's
 :class:`~archiver.batching.PartitionState`; for every file that decides, first commit the
-partition's progress (offset plus decided cuts: the intent), then encode and upload the file in
-a worker thread; commit advanced progress as uploads finish. ``once`` stops at the end offsets
-seen when each partition was first assigned. See docs/EXACTLY_ONCE.md.
+partition's progress (offset plus decided cuts: the intent), then encode and upload the file
+(archiver.encoder, a thread pool); commit advanced progress as uploads finish.
+``once`` stops at the end offsets seen when each partition was first assigned. See
+docs/EXACTLY_ONCE.md.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import contextlib
 import logging
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,15 +25,14 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInPro
 from archiver import format as fmt
 from archiver import kafka, observe
 from archiver import progress as prog
-from archiver.batching import Limits, PartitionState, Roll
+from archiver.batching import Limits, PartitionState, Roll, relieve_memory
+from archiver.encoder import Writer
 from archiver.errors import ArchiveStateError, KafkaError
-from archiver.eventtime import event_time_us
-from archiver.layout import MAX_HOUR, FileRef, hour_of
+from archiver.layout import hours_of
 from archiver.settings import Settings
 from archiver.storage import Storage
 
 _TS_TYPES = fmt.TIMESTAMP_TYPES
-_MAX_TS_MS = (MAX_HOUR + 1) * 3_600_000 - 1
 
 
 @dataclass
@@ -48,19 +47,6 @@ class Summary:
     peak_buffered_bytes: int = 0
 
 
-def write_file(storage: Storage, roll: Roll, zstd_level: int) -> int:
-    """Encode and store one decided file; returns bytes written (0 when kept as it was)."""
-    cut = roll.cut
-    key = FileRef(roll.topic, cut.hour, roll.partition, cut.first, cut.last).key
-    if roll.rebuilt and (not len(roll.cols) or storage.exists(key)):
-        return 0  # the file of a recorded cut that is already durable stays as written
-    data = fmt.encode(fmt.to_table(roll.cols), zstd_level=zstd_level, metadata={
-        "topic": roll.topic, "partition": str(roll.partition),
-        "first_offset": str(cut.first), "last_offset": str(cut.last)})
-    storage.put(key, data)
-    return len(data)
-
-
 class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
     """Archive the configured topics into ``storage``."""
 
@@ -68,7 +54,6 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
                  show_progress: bool = False) -> None:
         self.s = settings.archive
         self.kafka_settings = settings.kafka
-        self.storage = storage
         self.once = once
         self.limits = Limits(self.s.max_file_records, self.s.max_file_bytes, self.s.idle_seconds,
                              self.s.max_file_age_seconds, self.s.max_cuts_per_partition,
@@ -81,7 +66,7 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
         self.dirty: set[TP] = set()
         self.blocked: set[TP] = set()
         self.summary = Summary()
-        self.pool = ThreadPoolExecutor(self.s.upload_concurrency, "eventvault-upload")
+        self.writer = Writer(storage, self.s.zstd_level, self.s.upload_concurrency)
         self.ui = observe.Progress(once and show_progress)
         self.stopping: asyncio.Event
         self.consumer: Any = None
@@ -116,7 +101,7 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
         finally:
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
-            self.pool.shutdown(wait=True)
+            self.writer.close()
             self.ui.close()
         self.summary.seconds = time.monotonic() - started
         self.summary.committed = {f"{tp.topic}[{tp.partition}]": st.progress().offset
@@ -155,7 +140,8 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
                     await self._commit(set(self.dirty))
                     last_commit = now
                 last_tick = now
-            rolls += self._relieve_memory()
+            rolls += relieve_memory(self.states.values(), self.s.memory_budget_bytes,
+                                    self.inflight_bytes)
             held = self._buffered() + self.inflight_bytes
             self.summary.peak_buffered_bytes = max(self.summary.peak_buffered_bytes, held)
             if rolls:
@@ -194,12 +180,7 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
             records = fetched
             if self.once and fetched[-1].offset >= self.ends[tp]:
                 records = [r for r in fetched if r.offset < self.ends[tp]]
-            spec = self.s.event_time_spec(tp.topic)
-            if spec.field is None:
-                hours = [ts // 3_600_000 if 0 <= ts <= _MAX_TS_MS else None
-                         for ts in (r.timestamp for r in records)]
-            else:
-                hours = [hour_of(event_time_us(spec, r.timestamp, r.value)) for r in records]
+            hours = hours_of(self.s.event_time_spec(tp.topic), records)
             ts_types = [_TS_TYPES.get(r.timestamp_type, "CreateTime") for r in records]
             rolls += state.add_records(records, hours, ts_types, now)
             n = len(records)
@@ -240,28 +221,12 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
     def _over_budget(self) -> bool:
         return self._buffered() + self.inflight_bytes > self.s.memory_budget_bytes
 
-    def _relieve_memory(self) -> list[Roll]:
-        """Roll the largest buffers while buffers and uploads exceed the memory budget."""
-        rolls: list[Roll] = []
-        budget = self.s.memory_budget_bytes
-        buffered = self._buffered()
-        while buffered + self.inflight_bytes > budget and buffered > budget // 4:
-            candidates = [(b.nbytes, st, h) for st in self.states.values()
-                          for h, b in st.buffers.items() if b.cut is None]
-            if not candidates:
-                break
-            nbytes, state, hour = max(candidates, key=lambda c: c[0])
-            rolls.append(state.roll(hour))
-            buffered -= nbytes
-        return rolls
-
     # -- files -----------------------------------------------------------------------------
     async def _intend(self, rolls: list[Roll]) -> None:
         """Commit the decided cuts, then start their uploads (never the other way round)."""
         tps = {TP(r.topic, r.partition) for r in rolls}
         if not await self._commit(tps):
             return
-        loop = asyncio.get_running_loop()
         for roll in rolls:
             state = self.states[TP(roll.topic, roll.partition)]
             observe.event("file decided", logging.DEBUG, topic=roll.topic,
@@ -269,8 +234,7 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
                           last=roll.cut.last, records=len(roll.cols), rebuilt=roll.rebuilt)
             while len(self.inflight) >= 2 * self.s.upload_concurrency:
                 await self._reap(block=True)
-            fut = loop.run_in_executor(self.pool, write_file, self.storage, roll,
-                                       self.s.zstd_level)
+            fut = self.writer.submit(roll)
             # While a file is encoded, its records, the Arrow table and the Parquet bytes
             # coexist: count it at 2.5 times its buffered size.
             held = roll.nbytes * 5 // 2

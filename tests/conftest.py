@@ -14,6 +14,9 @@ from infra import kafka_local, s3_local
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
           "AWS_DEFAULT_REGION": "us-east-1"}
+# Dummy credentials for the moto server, set before any S3 client is built.
+for _k, _v in S3_ENV.items():
+    os.environ.setdefault(_k, _v)
 
 
 @pytest.fixture(scope="session")
@@ -29,8 +32,6 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Endpoint URL of a moto S3 server on 127.0.0.1 (credentials are dummies)."""
-    for k, v in S3_ENV.items():
-        os.environ.setdefault(k, v)
     server = s3_local.start(tmp_path_factory.mktemp("s3") / "moto.log")
     try:
         yield server.endpoint_url
