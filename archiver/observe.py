@@ -26,7 +26,8 @@ COMMITTED = Gauge("eventvault_committed_offset", "Committed resume offset",
                   ["topic", "partition"])
 LOST = Counter("eventvault_records_lost_to_retention",
                "Records Kafka deleted before the archiver read them", ["topic", "partition"])
-LAG = Gauge("eventvault_partition_lag", "High watermark minus committed offset",
+LAG = Gauge("eventvault_partition_lag",
+            "Records not yet durable: high watermark minus resume offset",
             ["topic", "partition"])
 
 

@@ -284,6 +284,9 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
                 p = state.progress()
                 offsets[tp] = kafka.OffsetAndMetadata(p.offset, prog.encode(p))
                 observe.COMMITTED.labels(tp.topic, str(tp.partition)).set(p.offset)
+                highwater = self.consumer.highwater(tp)
+                if highwater is not None:
+                    observe.LAG.labels(tp.topic, str(tp.partition)).set(highwater - p.offset)
         if not offsets:
             return True
         observe.event("commit", logging.DEBUG, progress={

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import REGISTRY
 
 from archiver.layout import HIVE_NULL
 from archiver.runner import Archiver
@@ -98,6 +99,11 @@ def test_idle_partition_reaches_storage_in_bounded_time(kafka_bootstrap: str,
     *offsets, waited = found
     assert offsets == [0, 1, 2, 3, 4]
     assert waited <= 5, "records of a quiet partition waited more than idle time + ticks"
+    labels = {"topic": topic}
+    assert REGISTRY.get_sample_value("eventvault_records_archived_total", labels) == 5
+    assert REGISTRY.get_sample_value("eventvault_files_written_total", labels) == 1
+    assert REGISTRY.get_sample_value("eventvault_partition_lag",
+                                     {**labels, "partition": "0"}) == 0
 
 
 def test_event_time_from_json_field_and_bad_event_times(kafka_bootstrap: str,

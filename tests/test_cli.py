@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
 from archiver.storage import LocalStorage
+from infra.kafka_local import free_port
 from tests.kafkautil import Rec, create_topic, produce, read_archive
 
 
@@ -89,3 +94,34 @@ def test_environment_and_toml_configure_a_run(kafka_bootstrap: str, tmp_path: Pa
     assert sorted((r["partition"], r["offset"]) for r in rows) == sorted(produced)
     for line in res.stderr.splitlines():
         assert isinstance(json.loads(line), dict)  # logs are JSON lines
+
+
+@pytest.mark.integration
+def test_metrics_are_served_and_sigterm_exits_cleanly(kafka_bootstrap: str,
+                                                      tmp_path: Path) -> None:
+    topic = f"cli.metrics-{uuid.uuid4().hex[:6]}"
+    create_topic(kafka_bootstrap, topic)
+    produce(kafka_bootstrap, topic, [Rec(0, b"k", b"v") for _ in range(10)])
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTVAULT_")}
+    env.update({"EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+                "EVENTVAULT_STORAGE__URL": f"file://{tmp_path}/a",
+                "EVENTVAULT_ARCHIVE__IDLE_SECONDS": "0.5"})
+    proc = subprocess.Popen([sys.executable, "-m", "archiver.cli", "archive", "--topic", topic,
+                             "--metrics-port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        text = ""
+        deadline = time.monotonic() + 60
+        needle = f'eventvault_records_archived_total{{topic="{topic}"}} 10.0'
+        while needle not in text and time.monotonic() < deadline:
+            time.sleep(0.5)
+            with contextlib.suppress(OSError):
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                              timeout=5).read().decode()
+        assert needle in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert out.startswith("archived 10 records into 1 files")
