@@ -26,7 +26,6 @@ US_PER_HOUR = 3_600_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The last hour whose date has four digits (9999-12-31T23).
 MAX_HOUR = int((datetime(9999, 12, 31, 23, tzinfo=UTC) - EPOCH).total_seconds()) // 3600
-TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _FILE_RE = re.compile(r"^(?P<p>\d{5})-(?P<s>\d{20})-(?P<e>\d{20})\.parquet$")
 _KEY_RE = re.compile(
     r"^topic=(?P<topic>[A-Za-z0-9._-]+)/date=(?P<date>[0-9-]{10}|" + HIVE_NULL + r")"
@@ -94,11 +93,6 @@ def file_name(partition: int, first_offset: int, last_offset: int) -> str:
     return f"{partition:05d}-{first_offset:020d}-{last_offset:020d}.parquet"
 
 
-def topic_prefix(topic: str) -> str:
-    """The key prefix that holds every file of one topic."""
-    return f"topic={topic}/"
-
-
 def parse_key(key: str) -> FileRef | None:
     """Parse an object key written by :func:`FileRef.key`; None for anything else."""
     m = _KEY_RE.match(key)
@@ -114,7 +108,3 @@ def parse_key(key: str) -> FileRef | None:
         hour = int((start - EPOCH).total_seconds()) // 3600
     return FileRef(m["topic"], hour, int(f["p"]), int(f["s"]), int(f["e"]))
 
-
-def hour_start(hour: int) -> datetime:
-    """The UTC start of an hour bucket."""
-    return EPOCH + timedelta(hours=hour)
