@@ -45,7 +45,32 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     arch.add_argument("--output", choices=["text", "json"], default="text",
                       help="format of the final summary on stdout")
+    query = sub.add_parser("query", help="run DuckDB SQL over the archive: a view per topic "
+                           "and `events` over all")
+    query.add_argument("sql", nargs="?", help="the SQL to run")
+    query.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    query.add_argument("--output", type=Path, metavar="PATH", help="write here, not stdout")
+    query.add_argument("--storage-url", help="overrides storage.url")
+    query.add_argument("--print-setup", action="store_true",
+                       help="print the SQL that gives the plain duckdb CLI the same views")
     return parser
+
+
+def _query(args: argparse.Namespace) -> int:
+    from archiver import query  # noqa: PLC0415  (duckdb loads only for this command)
+
+    settings = load_settings(args.config)
+    storage = settings.storage
+    if args.storage_url:
+        storage = load_settings(args.config, storage={**storage.model_dump(),
+                                                      "url": args.storage_url}).storage
+    if args.print_setup:
+        print("\n".join(query.setup(storage, for_print=True)))
+        return 0
+    if not args.sql:
+        raise ConfigError("give the SQL to run, or --print-setup", setting="arguments")
+    query.run(storage, args.sql, args.format, args.output)
+    return 0
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -96,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         observe.setup_logging(args.log_level)
         if args.command == "archive":
             return _archive(args)
+        if args.command == "query":
+            return _query(args)
         raise ConfigError(f"unknown command {args.command}")
     except EventVaultError as exc:
         print(f"eventvault: error: {exc}", file=sys.stderr)

@@ -53,6 +53,9 @@ class Storage(Protocol):
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys under ``prefix``, in lexicographic order."""
 
+    def topics(self) -> tuple[str, ...]:
+        """Topics with a ``topic=<name>/`` folder at the root, sorted."""
+
 
 def open_storage(settings: StorageSettings) -> Storage:
     """The storage for ``settings.url``: ``s3://bucket/prefix``, ``file://path`` or a path."""
@@ -108,6 +111,13 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"cannot read {self._path(key)}: {exc}", url=self.url,
                                key=key) from exc
+
+    def topics(self) -> tuple[str, ...]:
+        """Topic folders at the root."""
+        if not self.root.is_dir():
+            return ()
+        return tuple(sorted(p.name[6:] for p in self.root.iterdir()
+                            if p.is_dir() and p.name.startswith("topic=")))
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Files under the root whose key starts with ``prefix`` (temporary files skipped)."""
@@ -168,6 +178,14 @@ class S3Storage:
         for page in pages:
             for obj in page.get("Contents", []):
                 yield obj["Key"][len(self.prefix):]
+
+    def topics(self) -> tuple[str, ...]:
+        """Topic folders under the prefix (one delimited LIST, not every object)."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + "topic=", Delimiter="/")
+        names = [p["Prefix"][len(self.prefix) + 6:].rstrip("/")
+                 for page in pages for p in page.get("CommonPrefixes", [])]
+        return tuple(sorted(names))
 
     def _retry(self, key: str, call: Callable[[], T]) -> T:
         """Botocore retries each call; this outer loop outlasts longer S3 brown-outs."""

@@ -1,0 +1,99 @@
+"""``eventvault query``: DuckDB over the archive (the only module that touches duckdb).
+
+httpfs is loaded from the ``duckdb-extension-httpfs`` package's installed path; DuckDB never
+downloads anything. S3 credentials are those the archiver uses (settings, else boto3's chain).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal
+
+import boto3
+import duckdb
+
+from archiver.errors import EventVaultError
+from archiver.querysql import quote_literal, setup_sql
+from archiver.settings import StorageSettings
+from archiver.storage import open_storage
+
+Format = Literal["table", "csv", "json", "parquet"]
+
+
+class QueryError(EventVaultError):
+    """DuckDB refused the query; the message is DuckDB's."""
+
+    exit_code = 1
+
+
+def httpfs_path() -> str:
+    """Where the installed httpfs extension file is."""
+    import duckdb_extension_httpfs  # noqa: PLC0415  (located on demand, S3 only)
+
+    files = sorted(Path(duckdb_extension_httpfs.__file__).parent.rglob("httpfs.duckdb_extension"))
+    if not files:
+        raise QueryError("the duckdb-extension-httpfs package holds no httpfs extension")
+    return str(files[-1])
+
+
+def _credentials(storage: StorageSettings) -> tuple[str | None, str | None]:
+    if storage.access_key_id:
+        secret = storage.secret_access_key
+        return storage.access_key_id, secret.get_secret_value() if secret else None
+    found = boto3.Session().get_credentials()
+    if found is None:
+        return None, None
+    frozen = found.get_frozen_credentials()
+    return frozen.access_key, frozen.secret_key
+
+
+def setup(storage: StorageSettings, *, for_print: bool = False) -> list[str]:
+    """The setup statements for ``storage``'s archive as it is now."""
+    topics = open_storage(storage).topics()
+    is_s3 = storage.url.startswith("s3://")
+    key_id, secret = (None, None)
+    if is_s3 and not for_print:
+        key_id, secret = _credentials(storage)
+    elif is_s3 and storage.access_key_id:
+        key_id = storage.access_key_id  # printed with a placeholder for the secret
+    return setup_sql(storage, topics, httpfs_path() if is_s3 else None, key_id, secret)
+
+
+def connect(storage: StorageSettings) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the archive's views."""
+    con = duckdb.connect(config={"autoinstall_known_extensions": False,
+                                 "autoload_known_extensions": False})
+    try:
+        for statement in setup(storage):
+            con.execute(statement)
+    except duckdb.Error as exc:
+        raise QueryError(f"cannot open the archive at {storage.url}: {exc}") from exc
+    return con
+
+
+def run(storage: StorageSettings, sql: str, fmt: Format, output: Path | None) -> None:
+    """Run ``sql`` and write its result to ``output`` (stdout by default)."""
+    con = connect(storage)
+    try:
+        if fmt == "table":
+            rel = con.sql(sql)
+            if rel is None:  # a statement without a result
+                return
+            text = str(rel)  # DuckDB's box rendering, columns elided to fit
+            if output:
+                output.write_text(text)
+            else:
+                sys.stdout.write(text)
+            return
+        if fmt == "parquet" and output is None:
+            raise QueryError("--format parquet needs --output PATH")
+        target = str(output) if output else "/dev/stdout"
+        options = {"csv": "FORMAT csv, HEADER true", "json": "FORMAT json",
+                   "parquet": "FORMAT parquet, COMPRESSION zstd"}[fmt]
+        sys.stdout.flush()
+        con.execute(f"COPY ({sql.strip().rstrip(';')}) TO {quote_literal(target)} ({options})")
+    except duckdb.Error as exc:
+        raise QueryError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+    finally:
+        con.close()

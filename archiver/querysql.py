@@ -1,0 +1,87 @@
+"""SQL that makes the archive queryable in DuckDB: pure functions, no connection.
+
+The same text serves ``eventvault query`` and ``eventvault query --print-setup``, which prints
+it for the plain ``duckdb`` CLI. Every topic becomes a view named after it, quoted; ``events``
+spans all topics. Views add ``key_text``, ``value_text`` (NULL where not UTF-8) and
+``value_json`` (NULL where not JSON), and type ``date`` as DATE and ``hour`` as INTEGER.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from archiver.settings import StorageSettings
+
+HIVE_TYPES = "{'topic': VARCHAR, 'date': DATE, 'hour': INTEGER}"
+# value_json builds on value_text (a lateral alias): with decode() written twice, DuckDB 1.5.5
+# shares the subexpression outside TRY and a non-UTF-8 value fails the whole query.
+CONVENIENCE = ("TRY(decode(key)) AS key_text, TRY(decode(value)) AS value_text, "
+               "CASE WHEN json_valid(value_text) THEN CAST(value_text AS JSON) END AS value_json")
+
+
+def quote_ident(name: str) -> str:
+    """A DuckDB identifier for any name."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    """A DuckDB string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def root_url(storage: StorageSettings) -> str:
+    """The archive root as DuckDB reads it: ``s3://bucket/prefix`` or a local path."""
+    if storage.url.startswith("s3://"):
+        return storage.url.rstrip("/")
+    return str(Path(storage.url.removeprefix("file://")).absolute())
+
+
+def glob(storage: StorageSettings, topic: str | None = None) -> str:
+    """The Parquet files of one topic, or of all."""
+    folder = f"topic={topic}" if topic else "topic=*"
+    return f"{root_url(storage)}/{folder}/*/*/*.parquet"
+
+
+def view_sql(name: str, files: str) -> str:
+    """``CREATE VIEW`` over the archive files ``files``."""
+    return (f"CREATE OR REPLACE VIEW {quote_ident(name)} AS SELECT *, {CONVENIENCE} "  # noqa: S608 (quoted)
+            f"FROM read_parquet({quote_literal(files)}, hive_partitioning = true, "
+            f"hive_types = {HIVE_TYPES});")
+
+
+def secret_sql(storage: StorageSettings, key_id: str | None, secret: str | None) -> str | None:
+    """``CREATE SECRET`` for S3 storage (None for local storage).
+
+    Without a key id, DuckDB's own credential chain (its aws extension) finds credentials.
+    """
+    if not storage.url.startswith("s3://"):
+        return None
+    parts = ["TYPE s3"]
+    if key_id:
+        parts += [f"KEY_ID {quote_literal(key_id)}",
+                  f"SECRET {quote_literal(secret or '<secret access key>')}"]
+    else:
+        parts.append("PROVIDER credential_chain")
+    if storage.region:
+        parts.append(f"REGION {quote_literal(storage.region)}")
+    if storage.endpoint_url:
+        scheme, _, host = storage.endpoint_url.partition("://")
+        parts += [f"ENDPOINT {quote_literal(host.rstrip('/'))}", "URL_STYLE 'path'",
+                  f"USE_SSL {'true' if scheme == 'https' else 'false'}"]
+    return f"CREATE OR REPLACE SECRET eventvault ({', '.join(parts)});"
+
+
+def setup_sql(storage: StorageSettings, topics: Sequence[str], httpfs_path: str | None,
+              key_id: str | None = None, secret: str | None = None) -> list[str]:
+    """Every statement that makes ``topics`` and ``events`` queryable."""
+    out = []
+    if storage.url.startswith("s3://"):
+        out.append(f"LOAD {quote_literal(httpfs_path)};" if httpfs_path else "LOAD httpfs;")
+        secret = secret_sql(storage, key_id, secret)
+        if secret:
+            out.append(secret)
+    out += [view_sql(topic, glob(storage, topic)) for topic in topics]
+    if topics:
+        out.append(view_sql("events", glob(storage)))
+    return out
