@@ -9,15 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
 from archiver import observe
 from archiver.errors import ConfigError, EventVaultError
 from archiver.runner import Archiver
-from archiver.settings import Settings, load_settings
+from archiver.settings import Settings, StorageSettings, load_settings
 from archiver.storage import open_storage
 
 
@@ -53,17 +55,53 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--storage-url", help="overrides storage.url")
     query.add_argument("--print-setup", action="store_true",
                        help="print the SQL that gives the plain duckdb CLI the same views")
+    show = sub.add_parser("show", help="print a topic's archived records for people")
+    show.add_argument("topic")
+    show.add_argument("--start", type=_utc, help="ISO time (UTC if no offset), inclusive")
+    show.add_argument("--end", type=_utc, help="ISO time, exclusive")
+    show.add_argument("--partition", type=int, action="append", default=[])
+    show.add_argument("--key", action="append", default=[],
+                      help="UTF-8 key, or hex: followed by hex digits (repeatable)")
+    show.add_argument("--limit", type=int, default=50)
+    show.add_argument("--storage-url", help="overrides storage.url")
     return parser
+
+
+def _utc(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from archiver import query, show  # noqa: PLC0415  (duckdb loads only for this command)
+
+    storage = _storage(args)
+    if args.topic not in open_storage(storage).topics():
+        raise ConfigError(f"topic {args.topic} is not in the archive at {storage.url}",
+                          setting="topic")
+    sel = show.Selection(args.topic, args.start, args.end, tuple(args.partition),
+                         tuple(show.parse_key(k) for k in args.key), args.limit)
+    for row in query.fetch(storage, *show.selection_sql(sel)):
+        for line in show.render(row):
+            print(line)
+    return 0
+
+
+def _storage(args: argparse.Namespace) -> StorageSettings:
+    storage = load_settings(args.config).storage
+    if args.storage_url:
+        storage = load_settings(args.config, storage={**storage.model_dump(),
+                                                      "url": args.storage_url}).storage
+    return storage
 
 
 def _query(args: argparse.Namespace) -> int:
     from archiver import query  # noqa: PLC0415  (duckdb loads only for this command)
 
-    settings = load_settings(args.config)
-    storage = settings.storage
-    if args.storage_url:
-        storage = load_settings(args.config, storage={**storage.model_dump(),
-                                                      "url": args.storage_url}).storage
+    storage = _storage(args)
     if args.print_setup:
         print("\n".join(query.setup(storage, for_print=True)))
         return 0
@@ -123,12 +161,17 @@ def main(argv: list[str] | None = None) -> int:
             return _archive(args)
         if args.command == "query":
             return _query(args)
+        if args.command == "show":
+            return _show(args)
         raise ConfigError(f"unknown command {args.command}")
     except EventVaultError as exc:
         print(f"eventvault: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader (head, less) went away: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

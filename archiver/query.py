@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import boto3
 import duckdb
@@ -70,6 +70,17 @@ def connect(storage: StorageSettings) -> duckdb.DuckDBPyConnection:
     except duckdb.Error as exc:
         raise QueryError(f"cannot open the archive at {storage.url}: {exc}") from exc
     return con
+
+
+def fetch(storage: StorageSettings, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """Rows of a parameterised query over the archive."""
+    con = connect(storage)
+    try:
+        return con.execute(sql, params).fetchall()
+    except duckdb.Error as exc:
+        raise QueryError(str(exc).splitlines()[0]) from exc
+    finally:
+        con.close()
 
 
 def run(storage: StorageSettings, sql: str, fmt: Format, output: Path | None) -> None:

@@ -13,7 +13,9 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from archiver.query import connect
 from archiver.querysql import quote_ident
+from archiver.settings import StorageSettings
 from tests.kafkautil import Rec, archive_once, create_topic, produce, settings
 from tests.test_cli import run_cli
 
@@ -107,3 +109,49 @@ def test_bad_sql_is_duckdbs_message_and_exit_1(tmp_path: Path) -> None:
     assert res.returncode == 1
     assert res.stderr.count("\n") == 1
     assert res.stderr.startswith("eventvault: error: Catalog Error: Table with name nowhere")
+
+
+def test_show_prints_records_for_people(kafka_bootstrap: str, tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/arch"
+    topic, _ = _archive(kafka_bootstrap, url)
+    env = {"EVENTVAULT_STORAGE__URL": url}
+    res = run_cli("show", topic, "--key", "order-1", env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert out.count("── ") == 2
+    assert '"type": "OrderPlaced"' in out  # pretty-printed JSON
+    assert "(tombstone: null value)" in out
+    assert "2026-01-01T00:00:00+00:00  partition 0" in out
+    assert "   h: \"1\"" in out
+    res = run_cli("show", topic, "--start", "2026-01-01T01:00:00Z", "--end",
+                  "2026-01-01T02:00:00Z", env=env, cwd=tmp_path)
+    assert res.stdout.count("── ") == 1
+    assert "key null" in res.stdout
+    assert "fffe 206e" in res.stdout  # not UTF-8: hex
+    res = run_cli("show", topic, "--key", "hex:00" + b"bin".hex(), env=env, cwd=tmp_path)
+    assert res.stdout.count("── ") == 1
+    assert 'dup: null' in res.stdout
+    assert 'dup: "x"' in res.stdout
+    res = run_cli("show", "no.such.topic", env=env, cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.startswith("eventvault: error: topic no.such.topic is not in the archive")
+
+
+def _files_read(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    plan = con.sql(f"EXPLAIN ANALYZE {sql}").fetchall()[0][1]
+    match = re.search(r"Total Files Read:\s*(\d+)", plan)
+    assert match, plan
+    return int(match[1])
+
+
+def test_hour_filters_read_only_that_hours_files(kafka_bootstrap: str, tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/arch"
+    topic, _ = _archive(kafka_bootstrap, url)
+    files = sorted((tmp_path / "arch").rglob("*.parquet"))
+    in_hour_1 = [f for f in files if "hour=01" in str(f)]
+    assert 0 < len(in_hour_1) < len(files)
+    con = connect(StorageSettings(url=url))
+    view = quote_ident(topic)
+    assert _files_read(con, f"SELECT count(*) FROM {view}") == len(files)
+    assert _files_read(con, f"SELECT count(*) FROM {view} WHERE date = DATE '2026-01-01' "
+                            f"AND hour = 1") == len(in_hour_1)
