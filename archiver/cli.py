@@ -14,12 +14,12 @@ import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from archiver import observe
 from archiver.errors import ConfigError, EventVaultError
 from archiver.runner import Archiver
-from archiver.settings import Settings, StorageSettings, load_settings
+from archiver.settings import Settings, load_settings
 from archiver.storage import open_storage
 
 
@@ -78,30 +78,36 @@ def _utc(text: str) -> datetime:
 def _show(args: argparse.Namespace) -> int:
     from archiver import query, show  # noqa: PLC0415  (duckdb loads only for this command)
 
-    storage = _storage(args)
-    if args.topic not in open_storage(storage).topics():
+    storage = _load(args).storage
+    topics = open_storage(storage).topics()
+    if args.topic not in topics:
         raise ConfigError(f"topic {args.topic} is not in the archive at {storage.url}",
                           setting="topic")
     sel = show.Selection(args.topic, args.start, args.end, tuple(args.partition),
                          tuple(show.parse_key(k) for k in args.key), args.limit)
-    for row in query.fetch(storage, *show.selection_sql(sel)):
+    for row in query.fetch(storage, *show.selection_sql(sel), topics=topics):
         for line in show.render(row):
             print(line)
     return 0
 
 
-def _storage(args: argparse.Namespace) -> StorageSettings:
-    storage = load_settings(args.config).storage
-    if args.storage_url:
-        storage = load_settings(args.config, storage={**storage.model_dump(),
-                                                      "url": args.storage_url}).storage
-    return storage
+def _load(args: argparse.Namespace, **updates: dict[str, Any]) -> Settings:
+    """The settings, with a subcommand's overrides (``--storage-url`` and others) on top."""
+    settings = load_settings(args.config)
+    updates = {section: values for section, values in updates.items() if values}
+    if getattr(args, "storage_url", None):
+        updates["storage"] = {**updates.get("storage", {}), "url": args.storage_url}
+    if not updates:
+        return settings
+    return load_settings(args.config, **{
+        section: {**getattr(settings, section).model_dump(), **values}
+        for section, values in updates.items()})
 
 
 def _query(args: argparse.Namespace) -> int:
     from archiver import query  # noqa: PLC0415  (duckdb loads only for this command)
 
-    storage = _storage(args)
+    storage = _load(args).storage
     if args.print_setup:
         print("\n".join(query.setup(storage, for_print=True)))
         return 0
@@ -112,23 +118,13 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = load_settings(args.config)
-    archive, storage, metrics = {}, {}, {}
+    archive: dict[str, Any] = {}
     if args.topics:
         archive["topics"] = args.topics
     if args.topics_regex:
         archive.update(topics_regex=args.topics_regex, topics=[])
-    if args.storage_url:
-        storage["url"] = args.storage_url
-    if args.metrics_port is not None:
-        metrics["port"] = args.metrics_port
-    if not (archive or storage or metrics):
-        return settings
-    return load_settings(args.config, **{
-        "archive": settings.archive.model_copy(update=archive).model_dump(),
-        "storage": {**settings.storage.model_dump(), **storage},
-        "metrics": settings.metrics.model_copy(update=metrics).model_dump(),
-    })
+    metrics = {"port": args.metrics_port} if args.metrics_port is not None else {}
+    return _load(args, archive=archive, metrics=metrics)
 
 
 def _archive(args: argparse.Namespace) -> int:

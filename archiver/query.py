@@ -7,6 +7,7 @@ downloads anything. S3 credentials are those the archiver uses (settings, else b
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,9 +49,11 @@ def _credentials(storage: StorageSettings) -> tuple[str | None, str | None]:
     return frozen.access_key, frozen.secret_key
 
 
-def setup(storage: StorageSettings, *, for_print: bool = False) -> list[str]:
-    """The setup statements for ``storage``'s archive as it is now."""
-    topics = open_storage(storage).topics()
+def setup(storage: StorageSettings, *, for_print: bool = False,
+          topics: Sequence[str] | None = None) -> list[str]:
+    """The setup statements for ``storage``'s archive (``topics``: listed if not given)."""
+    if topics is None:
+        topics = open_storage(storage).topics()
     is_s3 = storage.url.startswith("s3://")
     key_id, secret = (None, None)
     if is_s3 and not for_print:
@@ -60,21 +63,23 @@ def setup(storage: StorageSettings, *, for_print: bool = False) -> list[str]:
     return setup_sql(storage, topics, httpfs_path() if is_s3 else None, key_id, secret)
 
 
-def connect(storage: StorageSettings) -> duckdb.DuckDBPyConnection:
+def connect(storage: StorageSettings,
+            topics: Sequence[str] | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the archive's views."""
     con = duckdb.connect(config={"autoinstall_known_extensions": False,
                                  "autoload_known_extensions": False})
     try:
-        for statement in setup(storage):
+        for statement in setup(storage, topics=topics):
             con.execute(statement)
     except duckdb.Error as exc:
         raise QueryError(f"cannot open the archive at {storage.url}: {exc}") from exc
     return con
 
 
-def fetch(storage: StorageSettings, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-    """Rows of a parameterised query over the archive."""
-    con = connect(storage)
+def fetch(storage: StorageSettings, sql: str, params: list[Any],
+          topics: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
+    """Rows of a parameterised query over the archive (``topics``: if already listed)."""
+    con = connect(storage, topics)
     try:
         return con.execute(sql, params).fetchall()
     except duckdb.Error as exc:

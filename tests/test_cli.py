@@ -38,6 +38,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     ({"EVENTVAULT_ARCHIVE__NO_SUCH": "1"}, [], "archive.no_such"),
     ({}, ["--config", "/nonexistent.toml"], "--config"),
     ({}, ["--bogus"], "unrecognized arguments"),
+    ({}, ["--storage-url", "gs://bucket"], "storage.url"),
     ({}, [], "no topics to archive"),
 ])
 def test_bad_configuration_is_one_line_exit_2(tmp_path: Path, env: dict[str, str],
