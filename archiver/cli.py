@@ -107,13 +107,13 @@ def _load(args: argparse.Namespace, **updates: dict[str, Any]) -> Settings:
 def _query(args: argparse.Namespace) -> int:
     from archiver import query  # noqa: PLC0415  (duckdb loads only for this command)
 
-    storage = _load(args).storage
+    settings = _load(args)
     if args.print_setup:
-        print("\n".join(query.setup(storage, for_print=True)))
+        print("\n".join(query.setup(settings.storage, for_print=True)))
         return 0
     if not args.sql:
         raise ConfigError("give the SQL to run, or --print-setup", setting="arguments")
-    query.run(storage, args.sql, args.format, args.output)
+    query.run(settings.storage, args.sql, args.format, args.output, settings.archive)
     return 0
 
 

@@ -6,17 +6,20 @@ downloads anything. S3 credentials are those the archiver uses (settings, else b
 
 from __future__ import annotations
 
+import json
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import boto3
 import duckdb
 
+from archiver import timeprune
 from archiver.errors import EventVaultError
 from archiver.querysql import quote_literal, setup_sql
-from archiver.settings import StorageSettings
+from archiver.settings import ArchiveSettings, StorageSettings
 from archiver.storage import open_storage
 
 Format = Literal["table", "csv", "json", "parquet"]
@@ -69,6 +72,7 @@ def connect(storage: StorageSettings,
     con = duckdb.connect(config={"autoinstall_known_extensions": False,
                                  "autoload_known_extensions": False})
     try:
+        con.execute("SET TimeZone = 'UTC'")  # times print in UTC, whatever the machine's zone
         for statement in setup(storage, topics=topics):
             con.execute(statement)
     except duckdb.Error as exc:
@@ -88,28 +92,81 @@ def fetch(storage: StorageSettings, sql: str, params: list[Any],
         con.close()
 
 
-def run(storage: StorageSettings, sql: str, fmt: Format, output: Path | None) -> None:
-    """Run ``sql`` and write its result to ``output`` (stdout by default)."""
-    con = connect(storage)
+_EXPLAIN = re.compile(r"\s*EXPLAIN(\s+ANALYZE)?\s+", re.IGNORECASE)
+
+
+def _parser(con: duckdb.DuckDBPyConnection) -> Callable[[str], dict[str, Any]]:
+    def parse(sql: str) -> dict[str, Any]:
+        row = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        tree: dict[str, Any] = json.loads(row[0]) if row else {"error": True}
+        if tree["error"] or len(tree["statements"]) != 1:
+            raise ValueError(tree.get("error_message", "not one SELECT statement"))
+        return tree
+
+    return parse
+
+
+def pruned(con: duckdb.DuckDBPyConnection, sql: str, views: timeprune.Views) -> str:
+    """``sql`` with ``timestamp`` filters also given as ``date``/``hour`` filters (if any).
+
+    Only a single SELECT statement, or its ``EXPLAIN [ANALYZE]``, is rewritten; any other SQL
+    is returned as written.
+    """
+    explain = _EXPLAIN.match(sql)
+    prefix, select = (explain[0], sql[explain.end():]) if explain else ("", sql)
+    parse = _parser(con)
     try:
-        if fmt == "table":
-            rel = con.sql(sql)
-            if rel is None:  # a statement without a result
-                return
-            text = str(rel)  # DuckDB's box rendering, columns elided to fit
-            if output:
-                output.write_text(text)
-            else:
-                sys.stdout.write(text)
-            return
-        if fmt == "parquet" and output is None:
-            raise QueryError("--format parquet needs --output PATH")
-        target = str(output) if output else "/dev/stdout"
-        options = {"csv": "FORMAT csv, HEADER true", "json": "FORMAT json",
-                   "parquet": "FORMAT parquet, COMPRESSION zstd"}[fmt]
-        sys.stdout.flush()
-        con.execute(f"COPY ({sql.strip().rstrip(';')}) TO {quote_literal(target)} ({options})")
+        tree = parse(select)
+        if not timeprune.prune(tree["statements"][0]["node"], views,
+                               lambda text: parse(text)["statements"][0]["node"]):
+            return sql
+        row = con.execute("SELECT json_deserialize_sql(?)", [json.dumps(tree)]).fetchone()
+    except (ValueError, duckdb.Error):
+        return sql
+    return prefix + str(row[0]) if row else sql
+
+
+def record_time(archive: ArchiveSettings) -> Callable[[str], bool]:
+    """Whether a topic's files are partitioned by the record timestamp."""
+    return lambda topic: archive.event_time_spec(topic).field is None
+
+
+def run(storage: StorageSettings, sql: str, fmt: Format, output: Path | None,
+        archive: ArchiveSettings | None = None) -> None:
+    """Run ``sql`` and write its result to ``output`` (stdout by default).
+
+    ``archive`` says which topics take their event time from a JSON field: ``timestamp``
+    filters do not prune those topics' files.
+    """
+    topics = open_storage(storage).topics()
+    con = connect(storage, topics)
+    sql = pruned(con, sql, timeprune.views_for(topics, record_time(archive or ArchiveSettings())))
+    try:
+        _write(con, sql, fmt, output)
     except duckdb.Error as exc:
         raise QueryError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
     finally:
         con.close()
+
+
+def _write(con: duckdb.DuckDBPyConnection, sql: str, fmt: Format, output: Path | None) -> None:
+    if fmt == "table" or _EXPLAIN.match(sql):
+        if _EXPLAIN.match(sql):  # the plan as text, as the duckdb CLI prints it
+            text = "".join(row[1] + "\n" for row in con.execute(sql).fetchall())
+        else:
+            rel = con.sql(sql)
+            if rel is None:  # a statement without a result
+                return
+            text = str(rel)  # DuckDB's box rendering, columns elided to fit
+        if output:
+            output.write_text(text)
+        else:
+            sys.stdout.write(text)
+        return
+    if fmt == "parquet" and output is None:
+        raise QueryError("--format parquet needs --output PATH")
+    target = str(output) if output else "/dev/stdout"
+    options = {"csv": "FORMAT csv, HEADER true", "json": "FORMAT json",
+               "parquet": "FORMAT parquet, COMPRESSION zstd"}[fmt]
+    sys.stdout.flush()
+    con.execute(f"COPY ({sql.strip().rstrip(';')}) TO {quote_literal(target)} ({options})")

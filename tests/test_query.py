@@ -155,3 +155,13 @@ def test_hour_filters_read_only_that_hours_files(kafka_bootstrap: str, tmp_path:
     assert _files_read(con, f"SELECT count(*) FROM {view}") == len(files)
     assert _files_read(con, f"SELECT count(*) FROM {view} WHERE date = DATE '2026-01-01' "
                             f"AND hour = 1") == len(in_hour_1)
+    # a timestamp filter alone prunes too, through `eventvault query` (EXPLAIN ANALYZE shows it)
+    explain = (f"EXPLAIN ANALYZE SELECT count(*) FROM {view} "
+               f"WHERE timestamp >= '2026-01-01 01:00:00' AND timestamp < '2026-01-01 02:00:00'")
+    env = {"EVENTVAULT_STORAGE__URL": url}
+    for event_time, expected in (({}, len(in_hour_1)),
+                                 ({topic: {"field": "at"}}, len(files))):
+        res = run_cli("query", explain, cwd=tmp_path, env={
+            **env, "EVENTVAULT_ARCHIVE__EVENT_TIME": json.dumps(event_time)})
+        assert res.returncode == 0, res.stderr
+        assert sum(map(int, re.findall(r"Total Files Read:\s*(\d+)", res.stdout))) == expected
