@@ -115,10 +115,20 @@ def pruned(con: duckdb.DuckDBPyConnection, sql: str, views: timeprune.Views) -> 
     explain = _EXPLAIN.match(sql)
     prefix, select = (explain[0], sql[explain.end():]) if explain else ("", sql)
     parse = _parser(con)
+
+    def evaluate(node: dict[str, Any]) -> tuple[str, int] | None:
+        tree = {"error": False, "statements": [{"node": node, "named_param_map": []}]}
+        try:
+            text = con.execute("SELECT json_deserialize_sql(?)", [json.dumps(tree)]).fetchone()
+            row = con.execute(text[0]).fetchone() if text else None
+        except duckdb.Error:
+            return None
+        return (str(row[0]), int(row[1])) if row and None not in row else None
+
     try:
         tree = parse(select)
         if not timeprune.prune(tree["statements"][0]["node"], views,
-                               lambda text: parse(text)["statements"][0]["node"]):
+                               lambda text: parse(text)["statements"][0]["node"], evaluate):
             return sql
         row = con.execute("SELECT json_deserialize_sql(?)", [json.dumps(tree)]).fetchone()
     except (ValueError, duckdb.Error):

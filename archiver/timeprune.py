@@ -18,12 +18,14 @@ views. Anything else is left as written.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 Node = dict[str, Any]
 Parse = Callable[[str], Node]  # one SELECT statement's SQL -> its "node"
+Evaluate = Callable[[Node], "tuple[str, int] | None"]  # a constant SELECT node -> its one row
 
 _LOWER = {"COMPARE_GREATERTHAN", "COMPARE_GREATERTHANOREQUALTO"}
 _UPPER = {"COMPARE_LESSTHAN", "COMPARE_LESSTHANOREQUALTO"}
@@ -34,6 +36,7 @@ _FLIP = {"COMPARE_GREATERTHAN": "COMPARE_LESSTHAN", "COMPARE_LESSTHAN": "COMPARE
 _NOT_CONSTANT = {"COLUMN_REF", "SUBQUERY", "PARAMETER", "STAR", "LAMBDA", "WINDOW"}
 _UTC = "timezone('UTC', {x})"
 _HOUR = "(CAST({u} AS DATE), hour({u}))"
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 @dataclass(frozen=True)
@@ -128,18 +131,59 @@ def _template(op: str, kept: tuple[str, ...]) -> str:
     return "SELECT 1 WHERE " + " OR ".join(parts)
 
 
-def _implied(parse: Parse, op: str, kept: tuple[str, ...], binding: str, value: Node) -> Node:
-    where: Node = parse(_template(op, kept))["where_clause"]
-    for node in _walk(where):
+def _substitute(tree: Node, binding: str, value: Node | None) -> Node:
+    """``tree`` with column ``x`` replaced by ``value`` and ``q.c`` by ``binding.c``."""
+    for node in _walk(tree):
         if node.get("class") != "COLUMN_REF":
             continue
         names = node["column_names"]
-        if names == ["x"]:
+        if names == ["x"] and value is not None:
             node.clear()
             node.update(copy.deepcopy(value))
         elif names[0] == "q":
             node["column_names"] = [binding, names[1]]
-    return where
+    return tree
+
+
+def _implied(parse: Parse, op: str, kept: tuple[str, ...], binding: str, value: Node) -> Node:
+    return _substitute(parse(_template(op, kept))["where_clause"], binding, value)
+
+
+def _hour_of(parse: Parse, evaluate: Evaluate, op: str, value: Node) -> tuple[str, int] | None:
+    x = "CAST(x AS TIMESTAMPTZ)" + (" - INTERVAL 1 MICROSECOND" if op == "COMPARE_LESSTHAN"
+                                    else "")
+    u = _UTC.format(x=x)
+    return evaluate(_substitute(parse(f"SELECT CAST(CAST({u} AS DATE) AS VARCHAR), hour({u})"),
+                                "", value))
+
+
+def _closed_range(parse: Parse, evaluate: Evaluate, kept: tuple[str, ...], binding: str,
+                  bounds: list[tuple[str, Node]]) -> Node | None:
+    """Plain ``date``/``hour`` conjuncts for a range bounded on both sides (None: not one).
+
+    With a lower bound from 1970 on and an upper bound before year 10000, no record of the
+    null partition can match, and simple comparisons with literals let DuckDB prune at the
+    lowest cost.
+    """
+    lows = [_hour_of(parse, evaluate, op, v) for op, v in bounds
+            if op in _LOWER or op == "COMPARE_EQUAL"]
+    highs = [_hour_of(parse, evaluate, op, v) for op, v in bounds
+             if op in _UPPER or op == "COMPARE_EQUAL"]
+    if not lows or not highs or None in lows or None in highs:
+        return None
+    lo, hi = max(h for h in lows if h), min(h for h in highs if h)
+    if not (_ISO_DATE.match(lo[0]) and _ISO_DATE.match(hi[0]) and lo[0] >= "1970-01-01"):
+        return None
+    text = f"q.date BETWEEN DATE '{lo[0]}' AND DATE '{hi[0]}'"
+    if lo[0] == hi[0]:
+        text += f" AND q.hour BETWEEN {lo[1]} AND {hi[1]}"
+    else:
+        text += (f" AND (q.date > DATE '{lo[0]}' OR q.hour >= {lo[1]})"
+                 f" AND (q.date < DATE '{hi[0]}' OR q.hour <= {hi[1]})")
+    if kept:
+        names = ", ".join("'" + t.replace("'", "''") + "'" for t in kept)
+        text = f"q.topic IN ({names}) OR ({text})"
+    return _substitute(parse(f"SELECT 1 WHERE {text}")["where_clause"], binding, None)
 
 
 def _from_items(ref: Node) -> Iterator[Node]:
@@ -163,15 +207,23 @@ def _bindings(select: Node, views: Views, ctes: set[str]) -> tuple[dict[str, str
     return out, len(items)
 
 
-def _prune_select(select: Node, views: Views, ctes: set[str], parse: Parse) -> bool:
+def _prune_select(select: Node, views: Views, ctes: set[str], parse: Parse,
+                  evaluate: Evaluate) -> bool:
     where = select.get("where_clause")
     bindings, count = _bindings(select, views, ctes)
     if not where or not bindings:
         return False
     alone = next(iter(bindings)) if count == 1 and len(bindings) == 1 else None
-    added = [_implied(parse, op, views.kept[bindings[who]], who, value)
-             for conjunct in _conjuncts(where)
-             for who, op, value in _bounds(conjunct, bindings, alone)]
+    found: dict[str, list[tuple[str, Node]]] = {}
+    for conjunct in _conjuncts(where):
+        for who, op, value in _bounds(conjunct, bindings, alone):
+            found.setdefault(who, []).append((op, value))
+    added = []
+    for who, bounds in found.items():
+        kept = views.kept[bindings[who]]
+        closed = _closed_range(parse, evaluate, kept, who, bounds)
+        added += [closed] if closed else [_implied(parse, op, kept, who, value)
+                                          for op, value in bounds]
     if not added:
         return False
     select["where_clause"] = {"class": "CONJUNCTION", "type": "CONJUNCTION_AND", "alias": "",
@@ -180,7 +232,7 @@ def _prune_select(select: Node, views: Views, ctes: set[str], parse: Parse) -> b
     return True
 
 
-def prune(statement: Node, views: Views, parse: Parse) -> bool:
+def prune(statement: Node, views: Views, parse: Parse, evaluate: Evaluate) -> bool:
     """Add implied ``date``/``hour`` predicates throughout one parsed statement, in place.
 
     Returns whether anything was added.
@@ -188,5 +240,5 @@ def prune(statement: Node, views: Views, parse: Parse) -> bool:
     ctes = {str(entry["key"]).lower() for node in _walk(statement)
             for entry in (node.get("cte_map") or {}).get("map", [])}
     selects = [n for n in _walk(statement) if n.get("type") == "SELECT_NODE"]
-    changed = [_prune_select(s, views, ctes, parse) for s in selects]
+    changed = [_prune_select(s, views, ctes, parse, evaluate) for s in selects]
     return any(changed)
