@@ -1,7 +1,8 @@
 """The ``eventvault`` command line.
 
 Errors print one line, ``eventvault: error: ...``, and exit with the error's code: 2 for bad
-arguments or configuration, 3 storage, 4 Kafka, 5 archive state, 1 otherwise.
+arguments or configuration, 3 storage, 4 Kafka, 5 archive state, 6 replay refused by its
+preflight, 7 records refused by the replay's target, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,7 +21,9 @@ from archiver import observe
 from archiver.errors import ConfigError, EventVaultError
 from archiver.runner import Archiver
 from archiver.settings import Settings, load_settings
+from archiver.show import parse_time
 from archiver.storage import open_storage
+from replay import cli as replay_cli
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,22 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print the SQL that gives the plain duckdb CLI the same views")
     show = sub.add_parser("show", help="print a topic's archived records for people")
     show.add_argument("topic")
-    show.add_argument("--start", type=_utc, help="ISO time (UTC if no offset), inclusive")
-    show.add_argument("--end", type=_utc, help="ISO time, exclusive")
+    show.add_argument("--start", type=parse_time, help="ISO time (UTC if no offset), inclusive")
+    show.add_argument("--end", type=parse_time, help="ISO time, exclusive")
     show.add_argument("--partition", type=int, action="append", default=[])
     show.add_argument("--key", action="append", default=[],
                       help="UTF-8 key, or hex: followed by hex digits (repeatable)")
     show.add_argument("--limit", type=int, default=50)
     show.add_argument("--storage-url", help="overrides storage.url")
+    replay_cli.add_parser(sub)
     return parser
-
-
-def _utc(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -148,18 +144,18 @@ def _archive(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    return replay_cli.run(args, _load(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``eventvault`` console script."""
     try:
         args = build_parser().parse_args(argv)
         observe.setup_logging(args.log_level)
-        if args.command == "archive":
-            return _archive(args)
-        if args.command == "query":
-            return _query(args)
-        if args.command == "show":
-            return _show(args)
-        raise ConfigError(f"unknown command {args.command}")
+        commands: dict[str, Callable[[argparse.Namespace], int]] = {
+            "archive": _archive, "query": _query, "show": _show, "replay": _replay}
+        return commands[args.command](args)
     except EventVaultError as exc:
         print(f"eventvault: error: {exc}", file=sys.stderr)
         return exc.exit_code

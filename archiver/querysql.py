@@ -43,11 +43,17 @@ def glob(storage: StorageSettings, topic: str | None = None) -> str:
     return f"{root_url(storage)}/{folder}/*/*/*.parquet"
 
 
+def select_sql(files: str | Sequence[str]) -> str:
+    """``SELECT`` of the view columns over a glob or a list of archive files."""
+    source = (quote_literal(files) if isinstance(files, str)
+              else "[" + ", ".join(map(quote_literal, files)) + "]")
+    return (f"SELECT *, {CONVENIENCE} FROM read_parquet({source}, "  # noqa: S608 (quoted)
+            f"hive_partitioning = true, hive_types = {HIVE_TYPES})")
+
+
 def view_sql(name: str, files: str) -> str:
     """``CREATE VIEW`` over the archive files ``files``."""
-    return (f"CREATE OR REPLACE VIEW {quote_ident(name)} AS SELECT *, {CONVENIENCE} "  # noqa: S608 (quoted)
-            f"FROM read_parquet({quote_literal(files)}, hive_partitioning = true, "
-            f"hive_types = {HIVE_TYPES});")
+    return f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {select_sql(files)};"
 
 
 def secret_sql(storage: StorageSettings, key_id: str | None, secret: str | None) -> str | None:

@@ -137,6 +137,15 @@ class MetricsSettings(_Section):
     host: str = "127.0.0.1"
 
 
+class ReplaySettings(_Section):
+    """Where and how ``eventvault replay`` produces (see docs/REPLAY.md)."""
+
+    target: KafkaSettings | None = None  # another cluster; default: the [kafka] one
+    transaction_records: int = Field(50_000, gt=0)
+    transaction_bytes: int = Field(64 << 20, gt=0)
+    batch_bytes: int = Field(1 << 20, ge=1024)
+
+
 class Settings(BaseSettings):
     """All of eventvault's settings."""
 
@@ -149,6 +158,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     archive: ArchiveSettings = ArchiveSettings()
     metrics: MetricsSettings = MetricsSettings()
+    replay: ReplaySettings = ReplaySettings()
 
     @classmethod
     def settings_customise_sources(

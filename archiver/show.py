@@ -6,6 +6,7 @@ pruning: only the files of the hours asked for are read.
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,15 @@ class Selection:
     partitions: tuple[int, ...] = ()
     keys: tuple[bytes, ...] = ()
     limit: int = 50
+
+
+def parse_time(text: str) -> datetime:
+    """A time given on the command line: ISO-8601, UTC unless it has an offset."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def parse_key(text: str) -> bytes:

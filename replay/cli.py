@@ -1,0 +1,146 @@
+"""``eventvault replay``: its arguments, and the run they ask for."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from archiver.errors import ConfigError
+from archiver.layout import EPOCH
+from archiver.settings import Settings
+from archiver.show import parse_key, parse_time
+from replay.plan import Plan, Selection, Target
+
+_MICRO = timedelta(microseconds=1)
+_SELECTION = ("topic", "target", "start", "end", "partition", "from_offset", "to_offset", "key",
+              "where", "partition_map")
+
+
+def _offset(text: str) -> tuple[int | None, int]:
+    """``N`` (every partition) or ``P:N`` (partition P)."""
+    try:
+        p, _, o = text.rpartition(":")
+        return (int(p) if p else None), int(o)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an offset or PARTITION:OFFSET: {text!r}") from None
+
+
+def _pmap(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        return tuple((int(a), int(b)) for a, b in (pair.split(":") for pair in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--partition-map wants SRC:DST,SRC:DST, got {text!r}") \
+            from None
+
+
+def add_parser(sub: Any) -> None:
+    """The ``replay`` subcommand's arguments."""
+    rep = sub.add_parser("replay", help="stream archived records back onto a topic, exactly once")
+    rep.add_argument("--topic", help="the archived source topic")
+    rep.add_argument("--target", help="the topic to produce to (may be the source topic)")
+    rep.add_argument("--start", type=parse_time, help="event time (ISO-8601), inclusive")
+    rep.add_argument("--end", type=parse_time, help="event time (ISO-8601), exclusive")
+    rep.add_argument("--partition", type=int, action="append", default=[],
+                     help="source partition (repeatable)")
+    rep.add_argument("--from-offset", type=_offset, action="append", default=[],
+                     metavar="[P:]N", help="first source offset, inclusive (repeatable)")
+    rep.add_argument("--to-offset", type=_offset, action="append", default=[],
+                     metavar="[P:]N", help="last source offset, exclusive (repeatable)")
+    rep.add_argument("--key", action="append", default=[], help="key, UTF-8 or hex:... "
+                     "(repeatable)")
+    rep.add_argument("--where", help="DuckDB predicate over the archive's columns, "
+                     "e.g. \"value_json->>'$.type' = 'OrderPaid'\"")
+    rep.add_argument("--partitioning", choices=["preserve", "key", "map"], default="preserve")
+    rep.add_argument("--partition-map", type=_pmap, default=(), metavar="SRC:DST,...")
+    rep.add_argument("--no-provenance", action="store_true",
+                     help="do not add eventvault.replay.id / eventvault.source.* headers")
+    rep.add_argument("--timestamp", choices=["original", "now"], default="original")
+    rep.add_argument("--dry-run", action="store_true",
+                     help="print what would be replayed and the preflight; produce nothing")
+    rep.add_argument("--force", action="store_true",
+                     help="replay despite retention or LogAppendTime warnings")
+    rep.add_argument("--rate", type=float, help="at most this many records/s")
+    rep.add_argument("--rate-bytes", type=float, help="at most this many key+value bytes/s")
+    rep.add_argument("--resume", metavar="ID", help="go on with replay ID from its progress")
+    rep.add_argument("--output", choices=["text", "json"], default="text")
+    rep.add_argument("--storage-url", help="overrides storage.url")
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    from replay.runner import new_id, now  # noqa: PLC0415
+
+    if not args.topic or not args.target:
+        raise ConfigError("replay needs --topic and --target (or --resume ID)",
+                          setting="arguments")
+    if (args.partitioning == "map") != bool(args.partition_map):
+        raise ConfigError("--partition-map goes with --partitioning map, and only with it",
+                          setting="--partition-map")
+    micros = [None if t is None else (t - EPOCH) // _MICRO for t in (args.start, args.end)]
+    sel = Selection(args.topic, micros[0], micros[1], tuple(args.partition),
+                    tuple(args.from_offset), tuple(args.to_offset),
+                    tuple(parse_key(k) for k in args.key), args.where)
+    target = Target(args.target, args.partitioning, args.partition_map,
+                    not args.no_provenance, args.timestamp)
+    started = now()
+    return Plan(new_id(started), sel, target, started.isoformat())
+
+
+@contextlib.contextmanager
+def _bar(total: int) -> Iterator[Any]:
+    from tqdm import tqdm  # noqa: PLC0415
+
+    with tqdm(total=total, unit="rec", unit_scale=True, disable=not sys.stderr.isatty(),
+              desc="replay") as bar:
+        yield bar
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``eventvault replay``; print the report."""
+    from archiver.storage import open_storage  # noqa: PLC0415
+    from replay.runner import Pacing, load_plan, replay  # noqa: PLC0415
+
+    if args.resume:
+        given = [name for name in _SELECTION if getattr(args, name) not in (None, [], ())]
+        if given:
+            raise ConfigError(f"--resume replays the stored selection; drop --{given[0]}",
+                              setting="--resume")
+        plan = load_plan(open_storage(settings.storage), args.resume)
+    else:
+        plan = _plan(args)
+    report = asyncio.run(replay(settings, plan, resume=bool(args.resume), dry_run=args.dry_run,
+                                force=args.force, pacing=Pacing(args.rate, args.rate_bytes),
+                                bar_factory=_bar))
+    if args.output == "json":
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(_text(report)))
+    return 0
+
+
+def _time(us: int) -> str:
+    try:
+        return (EPOCH + us * _MICRO).isoformat(timespec="seconds").replace("+00:00", "Z")
+    except OverflowError:
+        return f"{us} µs"
+
+
+def _text(report: dict[str, Any]) -> Iterator[str]:
+    yield (f"replay {report['replay_id']}: {report['status']}, "
+           f"{report['source_topic']} -> {report['target_topic']}")
+    for s in report["to_replay"]:
+        yield (f"  partition {s['partition']}: {s['records']} records, offsets "
+               f"{s['first_offset']}..{s['last_offset']}, {_time(s['first_us'])} .. "
+               f"{_time(s['last_us'])}, {s['bytes']} bytes")
+    for f in report["preflight"]:
+        yield f"  {'refused' if f['fatal'] else 'warning'}: {f['message']}"
+    if report["status"] != "dry-run":
+        run_ = report["this_run"]
+        yield (f"  delivered {run_['records']} records in {run_['seconds']} s; "
+               f"{report['records']} in all, {report['transactions']} transactions; "
+               f"offset map: {report['offset_map']}")

@@ -1,0 +1,27 @@
+"""The exception root of replay (under eventvault's root, so the CLI maps its exit codes)."""
+
+from __future__ import annotations
+
+from archiver.errors import EventVaultError
+
+
+class ReplayError(EventVaultError):
+    """A replay cannot go on; ``replay_id`` names it when it has one."""
+
+    exit_code = 6
+
+
+class PreflightError(ReplayError):
+    """The target cannot take the selection as asked; nothing was produced."""
+
+    exit_code = 6
+
+
+class RejectedError(ReplayError):
+    """The target refused records; ``topic``, ``partition`` and ``offsets`` name them.
+
+    Nothing of the failed transaction is visible to read_committed consumers; fix the cause
+    and resume with ``--resume ID``.
+    """
+
+    exit_code = 7

@@ -1,0 +1,78 @@
+"""A replay's report: selection, counts, offsets, and where the offset map is.
+
+Stored as ``_replays/<id>/report.json`` next to the plan. Counts come from the offset map
+files of committed transactions, so a report after resumes covers every run. The map itself
+(``_replays/<id>/offsets/*.parquet``: source_partition, source_offset, target_partition,
+target_offset) translates consumer-group offsets from the source topic to the target.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from archiver.storage import Storage
+from replay.plan import plan_key
+
+if TYPE_CHECKING:
+    from replay.runner import Prepared
+
+MAP_SCHEMA = pa.schema([("source_partition", pa.int32()), ("source_offset", pa.int64()),
+                        ("target_partition", pa.int32()), ("target_offset", pa.int64())])
+
+
+def offset_map(storage: Storage, replay_id: str, transactions: int) -> pa.Table:
+    """The offset map of the first ``transactions`` committed transactions."""
+    tables = []
+    for key in sorted(storage.list(plan_key(replay_id, "offsets/"))):
+        number = key.rsplit("/", 1)[-1].removesuffix(".parquet")
+        if number.isdigit() and int(number) <= transactions:
+            tables.append(pq.read_table(io.BytesIO(storage.get(key))).cast(MAP_SCHEMA))
+    return pa.concat_tables(tables) if tables else MAP_SCHEMA.empty_table()
+
+
+def _mapping(table: pa.Table) -> list[dict[str, int]]:
+    grouped = table.group_by(["source_partition", "target_partition"]).aggregate([
+        ("source_offset", "count"), ("source_offset", "min"), ("source_offset", "max"),
+        ("target_offset", "min"), ("target_offset", "max")])
+    rows = grouped.to_pylist()
+    return sorted(({"source_partition": r["source_partition"],
+                    "target_partition": r["target_partition"],
+                    "records": r["source_offset_count"],
+                    "first_source_offset": r["source_offset_min"],
+                    "last_source_offset": r["source_offset_max"],
+                    "first_target_offset": r["target_offset_min"],
+                    "last_target_offset": r["target_offset_max"]} for r in rows),
+                  key=lambda r: (r["source_partition"], r["target_partition"]))
+
+
+def build_report(storage: Storage, prep: Prepared, status: str, delivered: int,
+                 seconds: float, stored: bool = True) -> dict[str, Any]:
+    """The report of ``prep`` after a run (or a dry run); stored unless ``stored`` is false."""
+    plan = prep.plan
+    report: dict[str, Any] = {
+        "replay_id": plan.replay_id, "status": status,
+        "source_topic": plan.selection.topic, "target_topic": plan.target.topic,
+        "plan": json.loads(plan.to_json()),
+        "preflight": [{"fatal": f.fatal, "message": f.message} for f in prep.findings],
+        "to_replay": [asdict(s) for s in prep.summary],
+        "this_run": {"records": delivered, "seconds": round(seconds, 3),
+                     "records_per_s": round(delivered / seconds) if seconds else None},
+    }
+    if status != "dry-run":
+        table = offset_map(storage, plan.replay_id, prep.seq)
+        report.update({
+            "transactions": prep.seq, "records": table.num_rows,
+            "partitions": _mapping(table),
+            "offset_map": f"{storage.url}/{plan_key(plan.replay_id, 'offsets/')}",
+            "finished": datetime.now(UTC).isoformat(),
+        })
+        storage.put(plan_key(plan.replay_id, "report.json"),
+                    json.dumps(report, indent=2).encode())
+    return report

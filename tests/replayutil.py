@@ -1,0 +1,106 @@
+"""Helpers for replay tests: archive a topic, run `eventvault replay`, read a topic with kcat."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from tests.kafkautil import Rec, archive_once, create_topic, kcat_produce_null_record, produce
+from tests.kafkautil import settings as archive_settings
+from tests.test_cli import run_cli
+
+
+@dataclass(frozen=True)
+class Read:
+    """A record as kcat reads it (read_committed)."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: str  # kcat's %h: name=value,... (provenance values are ASCII)
+
+    def header(self, name: str) -> str | None:
+        """The last value of header ``name`` in kcat's rendering."""
+        found = [h.split("=", 1)[1] for h in self.headers.split(",") if h.startswith(name + "=")]
+        return found[-1] if found else None
+
+    @property
+    def source(self) -> tuple[int, int]:
+        """(source partition, source offset) from the provenance headers."""
+        p, o = self.header("eventvault.source.partition"), self.header("eventvault.source.offset")
+        assert p is not None, self.headers
+        assert o is not None, self.headers
+        return int(p), int(o)
+
+
+def kcat_read(bootstrap: str, topic: str) -> list[Read]:
+    """Every committed record of ``topic``, byte for byte (lengths first, then the bytes)."""
+    out = subprocess.run(
+        ["kcat", "-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-q",
+         "-X", "isolation.level=read_committed", "-f", "%p %o %T %K %S %h\n%k%s\n"],
+        check=True, capture_output=True, timeout=120).stdout
+    records, pos = [], 0
+    while pos < len(out):
+        end = out.index(b"\n", pos)
+        p, o, ts, klen, vlen, *rest = out[pos:end].decode().split(" ", 5)
+        pos = end + 1
+        key = value = None
+        if int(klen) >= 0:
+            key, pos = out[pos:pos + int(klen)], pos + int(klen)
+        if int(vlen) >= 0:
+            value, pos = out[pos:pos + int(vlen)], pos + int(vlen)
+        assert out[pos:pos + 1] == b"\n"
+        pos += 1
+        records.append(Read(int(p), int(o), int(ts), key, value, rest[0] if rest else ""))
+    return sorted(records, key=lambda r: (r.partition, r.offset))
+
+
+async def _headers(bootstrap: str, topic: str, count: int) -> dict[tuple[int, int], Any]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                isolation_level="read_committed", enable_auto_commit=False)
+    await consumer.start()
+    found: dict[tuple[int, int], Any] = {}
+    try:
+        while len(found) < count:
+            for msgs in (await consumer.getmany(timeout_ms=2000)).values():
+                for m in msgs:
+                    found[(m.partition, m.offset)] = list(m.headers)
+    finally:
+        await consumer.stop()
+    return found
+
+
+def read_headers(bootstrap: str, topic: str, count: int) -> dict[tuple[int, int], Any]:
+    """Headers exactly (binary, null values) of the first ``count`` records, by (p, offset)."""
+    return asyncio.run(asyncio.wait_for(_headers(bootstrap, topic, count), 60))
+
+
+def archived_topic(bootstrap: str, url: str, records: list[Rec], partitions: int,
+                   null_record_partition: int | None = None) -> str:
+    """A fresh source topic holding ``records`` (and a null/null record), archived to ``url``."""
+    topic = f"src.{uuid.uuid4().hex[:6]}-orders"
+    create_topic(bootstrap, topic, partitions)
+    produce(bootstrap, topic, records)
+    if null_record_partition is not None:
+        kcat_produce_null_record(bootstrap, topic, null_record_partition)
+    archive_once(archive_settings(bootstrap, url, [topic], f"g-{topic}"))
+    return topic
+
+
+def replay(bootstrap: str, url: str, *args: str, cwd: Path,
+           env: dict[str, str] | None = None) -> tuple[int, dict[str, Any] | None, str]:
+    """Run `eventvault replay ... --output json`: exit code, report, stderr."""
+    res = run_cli("replay", *args, "--output", "json", cwd=cwd, timeout=300, env={
+        "EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "EVENTVAULT_STORAGE__URL": url,
+        **(env or {})})
+    report = json.loads(res.stdout) if res.returncode == 0 else None
+    return res.returncode, report, res.stderr

@@ -1,0 +1,73 @@
+"""A replay killed with SIGKILL many times and resumed delivers every record exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.kafkautil import Rec, create_topic
+from tests.replayutil import archived_topic, kcat_read, replay
+
+pytestmark = pytest.mark.integration
+
+N = 8000
+
+
+def _start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("EVENTVAULT_")}
+    return subprocess.Popen([sys.executable, "-m", "archiver.cli", "replay", *args],
+                            env={**full, **env}, cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def test_kill_9_and_resume_is_exactly_once(kafka_bootstrap: str, tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/arch"
+    records = [Rec(i % 4, f"k{i % 101}".encode(), os.urandom(100) + str(i).encode(), (),
+                   1_767_225_600_000 + i * 1000) for i in range(N)]
+    src = archived_topic(kafka_bootstrap, url, records, 4)
+    dst = f"dst-{src}"
+    create_topic(kafka_bootstrap, dst, 4)
+    env = {"EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, "EVENTVAULT_STORAGE__URL": url,
+           "EVENTVAULT_REPLAY__TRANSACTION_RECORDS": "150"}
+    rng = random.Random(7)
+    replay_id = None
+    kills = 0
+    while kills < 6:
+        args = (["--resume", replay_id] if replay_id else
+                ["--topic", src, "--target", dst]) + ["--rate", "2500"]
+        proc = _start(args, env, tmp_path)
+        time.sleep(rng.uniform(1.0, 3.5))
+        if proc.poll() is not None:
+            break  # finished before the kill
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        kills += 1
+        plans = sorted((tmp_path / "arch" / "_replays").glob("*/plan.json"))
+        if plans:
+            replay_id = plans[0].parent.name
+    assert kills >= 3, "the replay finished too soon for the kills to test anything"
+    assert replay_id is not None
+    code, report, err = replay(kafka_bootstrap, url, "--resume", replay_id, cwd=tmp_path,
+                               env={"EVENTVAULT_REPLAY__TRANSACTION_RECORDS": "150"})
+    assert code == 0, err
+    assert report is not None
+    target = kcat_read(kafka_bootstrap, dst)
+    counts = Counter(r.source for r in target)
+    assert set(counts) == {(i % 4, i // 4) for i in range(N)}
+    assert max(counts.values()) == 1, [k for k, c in counts.items() if c > 1][:5]
+    assert report["records"] == N
+    for p in range(4):
+        offsets = [r.source[1] for r in target if r.partition == p]
+        assert offsets == list(range(N // 4))
+    stored = json.loads((tmp_path / "arch" / "_replays" / replay_id / "report.json").read_text())
+    assert stored["records"] == N
+    assert sum(row["records"] for row in stored["partitions"]) == N
