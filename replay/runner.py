@@ -61,11 +61,15 @@ class Pacing:
     bytes_per_s: float | None = None
     started: float = field(default_factory=time.monotonic)
 
-    async def wait(self, records: int, nbytes: int) -> None:
-        """Sleep until ``records`` and ``nbytes`` are within both limits."""
+    def delay(self, records: int, nbytes: int, now: float) -> float:
+        """Seconds to wait at ``now`` so that ``records`` and ``nbytes`` keep both limits."""
         due = max(records / self.records_per_s if self.records_per_s else 0.0,
                   nbytes / self.bytes_per_s if self.bytes_per_s else 0.0)
-        ahead = self.started + due - time.monotonic()
+        return max(0.0, self.started + due - now)
+
+    async def wait(self, records: int, nbytes: int) -> None:
+        """Sleep until ``records`` and ``nbytes`` are within both limits."""
+        ahead = self.delay(records, nbytes, time.monotonic())
         if ahead > 0.01:
             await asyncio.sleep(ahead)
 
@@ -145,6 +149,7 @@ class Producing:
         try:
             await self.producer.start()  # init_transactions: fences an earlier run's producer
             await self.producer.begin_transaction()
+            self.pacing.started = time.monotonic()
             for partition, files in self.prep.files.items():
                 for cluster in clusters(files):
                     for batch in self.source.batches(cluster,

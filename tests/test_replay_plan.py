@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ from replay.plan import (
     select_files,
 )
 from replay.preflight import preflight
+from replay.runner import Pacing
 from replay.source import PartitionSummary
 from replay.target import TargetInfo
 
@@ -109,3 +111,11 @@ def test_preflight() -> None:
     future = PartitionSummary(0, 1, 0, 0, now * 1000, (now + 7_200_000) * 1000, 1, 1, 0)
     assert "after.max.ms" in preflight(info, Target("dst"), "src", [future], now, False)[0].message
     assert preflight(None, Target("dst"), "src", [], now, False)[0].fatal
+
+
+def test_pacing_keeps_both_limits() -> None:
+    pacing = Pacing(records_per_s=100, bytes_per_s=1000, started=10.0)
+    assert pacing.delay(50, 0, now=10.2) == pytest.approx(0.3)
+    assert pacing.delay(50, 900, now=10.2) == pytest.approx(0.7)  # bytes are the tighter
+    assert pacing.delay(10, 10, now=11.0) == 0.0
+    assert Pacing(started=0.0).delay(10**9, 10**12, now=0.0) == 0.0
