@@ -85,14 +85,15 @@ def read_headers(bootstrap: str, topic: str, count: int) -> dict[tuple[int, int]
 
 
 def archived_topic(bootstrap: str, url: str, records: list[Rec], partitions: int,
-                   null_record_partition: int | None = None) -> str:
+                   null_record_partition: int | None = None, topic: str | None = None,
+                   **archive: Any) -> str:
     """A fresh source topic holding ``records`` (and a null/null record), archived to ``url``."""
-    topic = f"src.{uuid.uuid4().hex[:6]}-orders"
+    topic = topic or f"src.{uuid.uuid4().hex[:6]}-orders"
     create_topic(bootstrap, topic, partitions)
     produce(bootstrap, topic, records)
     if null_record_partition is not None:
         kcat_produce_null_record(bootstrap, topic, null_record_partition)
-    archive_once(archive_settings(bootstrap, url, [topic], f"g-{topic}"))
+    archive_once(archive_settings(bootstrap, url, [topic], f"g-{topic}", **archive))
     return topic
 
 

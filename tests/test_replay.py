@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -165,9 +168,11 @@ def test_dry_run_and_preflight(kafka_bootstrap: str, tmp_path: Path) -> None:
     assert code == 6
     assert "retention.ms=86400000" in err
     assert len(err.strip().splitlines()) == 1
+    before_ms = time.time() * 1000
     code, _, err = replay(kafka_bootstrap, url, "--topic", src, "--target", dst,
                           "--timestamp", "now", cwd=tmp_path)
     assert code == 0, err
+    assert all(r.timestamp_ms >= before_ms - 1000 for r in kcat_read(kafka_bootstrap, dst))
     # a record larger than the target takes is named before anything is produced
     tiny = _topic(kafka_bootstrap, 2, {"max.message.bytes": "100000"})
     code, _, err = replay(kafka_bootstrap, url, "--topic", src, "--target", tiny,
@@ -180,3 +185,23 @@ def test_dry_run_and_preflight(kafka_bootstrap: str, tmp_path: Path) -> None:
                           cwd=tmp_path)
     assert code == 6
     assert "does not exist" in err
+
+
+def test_start_and_end_are_event_times_for_a_json_event_time_topic(kafka_bootstrap: str,
+                                                                    tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/arch"
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    # the record timestamps run backwards against the event times in the value
+    records = [Rec(0, b"k", json.dumps({"at": (t0 + timedelta(minutes=i)).isoformat()}).encode(),
+                   (), 1_767_225_600_000 - i * 60_000) for i in range(120)]
+    src = f"src.{uuid.uuid4().hex[:6]}-events"
+    archived_topic(kafka_bootstrap, url, records, 1, topic=src,
+                   event_time={src: {"field": "at"}})
+    dst = _topic(kafka_bootstrap, 1)
+    code, report, err = replay(kafka_bootstrap, url, "--topic", src, "--target", dst,
+                               "--start", "2026-03-01T00:30:00Z", "--end", "2026-03-01T01:10:00Z",
+                               cwd=tmp_path, env={"EVENTVAULT_ARCHIVE__EVENT_TIME": json.dumps(
+                                   {src: {"field": "at"}})})
+    assert code == 0, err
+    assert report is not None
+    assert sorted(r.source[1] for r in kcat_read(kafka_bootstrap, dst)) == list(range(30, 70))

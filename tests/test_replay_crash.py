@@ -1,7 +1,8 @@
-"""A replay killed with SIGKILL many times and resumed delivers every record exactly once."""
+"""Replays interrupted (SIGKILL, a record the target refuses) and resumed: exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -13,6 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from tests.kafkautil import Rec, create_topic
 from tests.replayutil import archived_topic, kcat_read, replay
@@ -71,3 +74,40 @@ def test_kill_9_and_resume_is_exactly_once(kafka_bootstrap: str, tmp_path: Path)
     stored = json.loads((tmp_path / "arch" / "_replays" / replay_id / "report.json").read_text())
     assert stored["records"] == N
     assert sum(row["records"] for row in stored["partitions"]) == N
+
+
+def _set_config(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
+    async def run() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
+                                                      configs)])
+        finally:
+            await admin.close()
+    asyncio.run(run())
+
+
+def test_a_refused_record_stops_the_replay_and_resume_finishes_it(kafka_bootstrap: str,
+                                                                  tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/arch"
+    records = [Rec(i % 2, f"k{i}".encode(), b"v", (), 1_767_225_600_000 + i) for i in range(40)]
+    records[25] = Rec(1, None, b"no key", (), 1_767_225_600_025)  # partition 1, offset 12
+    src = archived_topic(kafka_bootstrap, url, records, 2)
+    dst = f"dst-{src}"
+    create_topic(kafka_bootstrap, dst, 2, {"cleanup.policy": "compact"})
+    code, _, err = replay(kafka_bootstrap, url, "--topic", src, "--target", dst, cwd=tmp_path,
+                          env={"EVENTVAULT_REPLAY__TRANSACTION_RECORDS": "10"})
+    assert code == 7, err
+    line = err.strip().splitlines()[-1]
+    assert f"refused record {src}/1/" in line
+    assert "eventvault replay --resume" in line
+    replay_id = line.rsplit(" ", 1)[-1]
+    # AlterConfigs replaces the whole set: keep the retention too
+    _set_config(kafka_bootstrap, dst, {"cleanup.policy": "delete", "retention.ms": "-1"})
+    code, report, err = replay(kafka_bootstrap, url, "--resume", replay_id, cwd=tmp_path)
+    assert code == 0, err
+    assert report is not None
+    counts = Counter(r.source for r in kcat_read(kafka_bootstrap, dst))
+    assert set(counts) == {(i % 2, i // 2) for i in range(40)}
+    assert max(counts.values()) == 1
