@@ -111,16 +111,18 @@ def _bounds(conjunct: Node, bindings: Mapping[str, str],
             yield who, op, value
 
 
+def _kept_sql(kept: tuple[str, ...]) -> str:
+    """``q.topic IN (...)``: the topics whose files time bounds must not rule out."""
+    return "q.topic IN (" + ", ".join("'" + t.replace("'", "''") + "'" for t in kept) + ")"
+
+
 def _template(op: str, kept: tuple[str, ...]) -> str:
     """The implied predicate for ``timestamp OP x`` over binding ``q``, as SQL."""
     x = "CAST(x AS TIMESTAMPTZ)"
     if op == "COMPARE_LESSTHAN":
         x += " - INTERVAL 1 MICROSECOND"
     hour = _HOUR.format(u=_UTC.format(x=x))
-    parts = []
-    if kept:
-        names = ", ".join("'" + t.replace("'", "''") + "'" for t in kept)
-        parts.append(f"q.topic IN ({names})")
+    parts = [_kept_sql(kept)] if kept else []
     parts.append("q.date IS NULL")
     if op in _LOWER or op == "COMPARE_EQUAL":
         parts.append(f"(q.date, q.hour) >= {hour}")
@@ -181,8 +183,7 @@ def _closed_range(parse: Parse, evaluate: Evaluate, kept: tuple[str, ...], bindi
         text += (f" AND (q.date > DATE '{lo[0]}' OR q.hour >= {lo[1]})"
                  f" AND (q.date < DATE '{hi[0]}' OR q.hour <= {hi[1]})")
     if kept:
-        names = ", ".join("'" + t.replace("'", "''") + "'" for t in kept)
-        text = f"q.topic IN ({names}) OR ({text})"
+        text = f"{_kept_sql(kept)} OR ({text})"
     return _substitute(parse(f"SELECT 1 WHERE {text}")["where_clause"], binding, None)
 
 

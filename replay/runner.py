@@ -27,6 +27,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
 
+from archiver.errors import ConfigError
 from archiver.eventtime import EventTimeSpec, event_time_us
 from archiver.layout import FileRef, parse_key
 from archiver.settings import Settings
@@ -294,8 +295,6 @@ async def replay(settings: Settings, plan: Plan, *, resume: bool, dry_run: bool,
 
 def load_plan(storage: Storage, replay_id: str) -> Plan:
     """The stored plan of replay ``replay_id``."""
-    from archiver.errors import ConfigError  # noqa: PLC0415
-
     key = plan_key(replay_id, "plan.json")
     if not storage.exists(key):
         raise ConfigError(f"no replay {replay_id} in the archive (no {key})", setting="--resume")
