@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded default storage (./eventvault-archive):
 # start a local Kafka broker, produce sample order events, archive them with
-# `eventvault archive --once`, and query the archive with plain DuckDB. Stops the broker.
+# `eventvault archive --once`, query the archive with plain DuckDB and with `eventvault query`,
+# then replay one hour of it onto a new topic and read that back with kcat. Stops the broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash infra/setup.sh
@@ -29,9 +30,32 @@ print(con.sql("""
     SELECT topic, date, hour,
            json_extract_string(decode(value), '$.type') AS event_type,
            count(*) AS events
-    FROM read_parquet('eventvault-archive/**/*.parquet', hive_partitioning = true)
+    FROM read_parquet('eventvault-archive/topic=*/*/*/*.parquet', hive_partitioning = true)
     WHERE topic = 'shop.orders'
     GROUP BY ALL ORDER BY date, hour, events DESC
     LIMIT 8
 """))
 PY
+
+echo; echo "\$ eventvault query \"SELECT value_json->>'\$.type' AS type, count(*) AS n FROM \\\"shop.orders\\\" WHERE timestamp >= '2026-11-01 01:00:00' AND timestamp < '2026-11-01 02:00:00' GROUP BY ALL ORDER BY n DESC\""
+.venv/bin/eventvault query "SELECT value_json->>'\$.type' AS type, count(*) AS n FROM \"shop.orders\" WHERE timestamp >= '2026-11-01 01:00:00' AND timestamp < '2026-11-01 02:00:00' GROUP BY ALL ORDER BY n DESC"
+
+target=shop.orders.replayed-$(date +%s)
+$py - "$bootstrap" "$target" <<'PY'
+import asyncio, sys
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+async def main() -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=sys.argv[1])
+    await admin.start()
+    await admin.create_topics([NewTopic(sys.argv[2], 4, 1)])
+    await admin.close()
+asyncio.run(main())
+PY
+echo; echo "\$ eventvault replay --topic shop.orders --target $target --start 2026-11-01T01:00Z --end 2026-11-01T02:00Z --timestamp now"
+EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS=$bootstrap .venv/bin/eventvault --log-level WARNING replay \
+    --topic shop.orders --target "$target" --start 2026-11-01T01:00Z --end 2026-11-01T02:00Z \
+    --timestamp now
+
+echo; echo "\$ kcat -C -b $bootstrap -t $target -p 0 -o beginning -c 2 -f '%p %o %k %h\\n'"
+kcat -C -b "$bootstrap" -t "$target" -p 0 -o beginning -c 2 -q -f '%p %o %k %h\n'
+echo "records on $target: $(kcat -C -b "$bootstrap" -t "$target" -o beginning -e -q -f 'x\n' | wc -l)"
