@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,21 @@ from archiver.layout import parse_key
 from infra import kafka_local, s3_local, sample_events
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def local_stack(prefix: str) -> Iterator[tuple[Path, kafka_local.Broker, s3_local.S3Server]]:
+    """A temporary folder, a Kafka broker and the moto S3 server, stopped on exit."""
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+                      AWS_DEFAULT_REGION="us-east-1")
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    broker = kafka_local.start(tmp / "kafka")
+    s3 = s3_local.start(tmp / "moto.log")
+    try:
+        yield tmp, broker, s3
+    finally:
+        broker.stop()
+        s3.stop()
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[str, float, int]:
@@ -65,12 +82,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an archiver setting, e.g. --set ARCHIVE__UPLOAD_CONCURRENCY=2")
     args = parser.parse_args()
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-                      AWS_DEFAULT_REGION="us-east-1")
-    tmp = Path(tempfile.mkdtemp(prefix="eventvault-bench-"))
-    broker = kafka_local.start(tmp / "kafka")
-    s3 = s3_local.start(tmp / "moto.log")
-    try:
+    with local_stack("eventvault-bench-") as (tmp, broker, s3):
         topic = "bench.orders"
         t = time.monotonic()
         raw = asyncio.run(sample_events.produce(broker.bootstrap, topic, args.events,
@@ -123,9 +135,6 @@ def main() -> None:
             "files_per_partition_hour": {"max": max(files.values()),
                                          "mean": round(sum(files.values()) / len(files), 2)},
         }, indent=2))
-    finally:
-        broker.stop()
-        s3.stop()
 
 
 if __name__ == "__main__":

@@ -15,20 +15,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import boto3
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from archiver.settings import StorageSettings
 from archiver.storage import S3Storage
-from bench.archive_bench import run
+from bench.archive_bench import local_stack, run
 from bench.query_bench import TOPIC, _write_hours
-from infra import kafka_local, s3_local
 
 
 async def _topics(bootstrap: str, names: list[str], partitions: int) -> None:
@@ -48,12 +44,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--hours", type=int, default=6)
     args = parser.parse_args()
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-                      AWS_DEFAULT_REGION="us-east-1")
-    tmp = Path(tempfile.mkdtemp(prefix="eventvault-replay-bench-"))
-    broker = kafka_local.start(tmp / "kafka")
-    s3 = s3_local.start(tmp / "moto.log")
-    try:
+    with local_stack("eventvault-replay-bench-") as (tmp, broker, s3):
         root, per_hour = tmp / "archive", args.events // args.hours
         halves = [range(0, args.hours // 2), range(args.hours // 2, args.hours)]
         with ProcessPoolExecutor(2) as pool:
@@ -93,9 +84,6 @@ def main() -> None:
             "replay_peak_rss_mib": round(rep_rss / 2**20),
             "transactions": report["transactions"],
         }, indent=2))
-    finally:
-        broker.stop()
-        s3.stop()
 
 
 if __name__ == "__main__":
