@@ -11,13 +11,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from replay.plan import Target, unmapped
+from replay.plan import Target, encode_progress, unmapped
 from replay.source import PartitionSummary
 from replay.target import TargetInfo
 
 # Bytes a record needs beyond its key, value and headers: record batch header (61), record
 # framing (up to ~25) and the provenance headers (under 200 for any topic name up to 249).
 OVERHEAD_BYTES = 61 + 25 + 200 + 249
+
+
+METADATA_BYTES = 4096  # the broker's default offset.metadata.max.bytes
+
+
+def progress_bytes(partitions: Sequence[int], target_partitions: int) -> int:
+    """The longest progress metadata a replay of ``partitions`` may commit (at most)."""
+    worst = (1 << 63) - 1
+    return max((len(encode_progress(worst, {p: worst for p in partitions}, t, target_partitions))
+                for t in range(target_partitions)), default=0)
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,12 @@ def preflight(info: TargetInfo | None, target: Target, source_topic: str,
                               f"eventvault never creates topics)")]
     found = [Finding(True, m) for m in unmapped(target, [s.partition for s in summary],
                                                   info.partitions)]
+    longest = progress_bytes([s.partition for s in summary], info.partitions)
+    if longest > METADATA_BYTES:
+        found.append(Finding(True, (
+            f"the progress of {len(summary)} source partitions needs {longest} bytes of commit "
+            f"metadata on one of {info.topic}'s {info.partitions} partitions; Kafka keeps "
+            f"{METADATA_BYTES} (offset.metadata.max.bytes): replay fewer partitions at once")))
     for s in summary:
         if s.largest + OVERHEAD_BYTES > info.max_message_bytes:
             found.append(Finding(True, (

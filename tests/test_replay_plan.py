@@ -111,6 +111,11 @@ def test_preflight() -> None:
     future = PartitionSummary(0, 1, 0, 0, now * 1000, (now + 7_200_000) * 1000, 1, 1, 0)
     assert "after.max.ms" in preflight(info, Target("dst"), "src", [future], now, False)[0].message
     assert preflight(None, Target("dst"), "src", [], now, False)[0].fatal
+    many = [PartitionSummary(p, 1, 0, 0, now * 1000, now * 1000, 1, 1, 0) for p in range(300)]
+    one = TargetInfo("dst", 1, 10_000, "CreateTime", -1, 2**63 - 1, 2**63 - 1)
+    assert "offset.metadata.max.bytes" in preflight(one, Target("dst", "key"), "src", many, now,
+                                                    False)[0].message
+    assert preflight(info, Target("dst", "key"), "src", many[:100], now, False) == []
 
 
 def test_pacing_keeps_both_limits() -> None:
