@@ -38,6 +38,14 @@ def parse_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def iso_time(us: int, timespec: str = "auto") -> str:
+    """µs since the epoch as ISO-8601 UTC text (beyond Python's years 1-9999: the number)."""
+    try:
+        return (EPOCH + timedelta(microseconds=us)).isoformat(timespec=timespec)
+    except OverflowError:
+        return f"{us} µs since the epoch"
+
+
 def parse_key(text: str) -> bytes:
     """A key given on the command line: UTF-8 text, or ``hex:`` followed by hex digits."""
     return bytes.fromhex(text[4:]) if text.startswith("hex:") else text.encode()
@@ -78,10 +86,7 @@ def _bytes(data: bytes | None) -> str:
 def render(row: tuple[Any, ...]) -> Iterator[str]:
     """Lines that show one record: a header line, headers, then the value."""
     partition, offset, ts_us, ts_type, key, value, headers = row
-    try:
-        when = (EPOCH + timedelta(microseconds=ts_us)).isoformat()
-    except OverflowError:
-        when = f"{ts_us} µs since the epoch"
+    when = iso_time(ts_us)
     yield (f"── {when}  partition {partition}  offset {offset}  "
            f"({ts_type})  key {_bytes(key)}")
     for h in headers:

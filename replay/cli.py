@@ -14,7 +14,7 @@ from typing import Any
 from archiver.errors import ConfigError
 from archiver.layout import EPOCH
 from archiver.settings import Settings
-from archiver.show import parse_key, parse_time
+from archiver.show import iso_time, parse_key, parse_time
 from replay.plan import Plan, Selection, Target
 
 _MICRO = timedelta(microseconds=1)
@@ -124,10 +124,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _time(us: int) -> str:
-    try:
-        return (EPOCH + us * _MICRO).isoformat(timespec="seconds").replace("+00:00", "Z")
-    except OverflowError:
-        return f"{us} µs"
+    return iso_time(us, "seconds").replace("+00:00", "Z")
 
 
 def _text(report: dict[str, Any]) -> Iterator[str]:

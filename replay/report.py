@@ -53,8 +53,11 @@ def _mapping(table: pa.Table) -> list[dict[str, int]]:
 
 
 def build_report(storage: Storage, prep: Prepared, status: str, delivered: int,
-                 seconds: float, stored: bool = True) -> dict[str, Any]:
-    """The report of ``prep`` after a run (or a dry run); stored unless ``stored`` is false."""
+                 seconds: float, transactions: int) -> dict[str, Any]:
+    """The report of ``prep``: stored after a run, only returned after a dry run.
+
+    ``transactions``: how many the replay has committed in all runs so far.
+    """
     plan = prep.plan
     report: dict[str, Any] = {
         "replay_id": plan.replay_id, "status": status,
@@ -66,9 +69,9 @@ def build_report(storage: Storage, prep: Prepared, status: str, delivered: int,
                      "records_per_s": round(delivered / seconds) if seconds else None},
     }
     if status != "dry-run":
-        table = offset_map(storage, plan.replay_id, prep.seq)
+        table = offset_map(storage, plan.replay_id, transactions)
         report.update({
-            "transactions": prep.seq, "records": table.num_rows,
+            "transactions": transactions, "records": table.num_rows,
             "partitions": _mapping(table),
             "offset_map": f"{storage.url}/{plan_key(plan.replay_id, 'offsets/')}",
             "finished": datetime.now(UTC).isoformat(),

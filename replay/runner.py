@@ -142,8 +142,12 @@ class Producing:
         self.producer = tgt.producer(settings.replay.target or settings.kafka,
                                      group_id(self.plan.replay_id), settings.replay.batch_bytes)
         self.txn = _Txn()
-        self.records = 0
+        self.records = 0  # appended by this run (what pacing counts)
         self.nbytes = 0
+        self.delivered = 0  # committed by this run
+        sel = self.plan.selection
+        self.by_event_time = spec.field is not None and (
+            sel.start_us is not None or sel.end_us is not None)
 
     async def run(self) -> int:
         """Produce the rest of the selection; return the records delivered by this run."""
@@ -162,12 +166,11 @@ class Producing:
                                 replay_id=self.plan.replay_id) from exc
         finally:
             await self.producer.stop()
-        return self.records
+        return self.delivered
 
     def _wanted(self, ts_us: int, value: bytes | None) -> bool:
+        """Whether a record's JSON event time is within --start/--end."""
         sel = self.plan.selection
-        if self.spec.field is None or (sel.start_us is None and sel.end_us is None):
-            return True
         at = event_time_us(self.spec, ts_us // 1000, value)
         return at is not None and (sel.start_us is None or at >= sel.start_us) and (
             sel.end_us is None or at < sel.end_us)
@@ -180,7 +183,7 @@ class Producing:
         for p, off, ts, key, value, headers in zip(
                 cols["partition"], cols["offset"], cols["ts"], cols["key"], cols["value"],
                 cols["headers"], strict=True):
-            if not self._wanted(ts, value):
+            if self.by_event_time and not self._wanted(ts, value):
                 continue
             hdrs = [(h["key"], h["value"]) for h in headers]
             if self.plan.target.provenance:
@@ -228,11 +231,11 @@ class Producing:
                 base = (await fut).offset
             except AIOKafkaError as exc:
                 raise self._rejected(origins, exc) from exc
-            for i, (p, off) in enumerate(origins):
-                rows["source_partition"].append(p)
-                rows["source_offset"].append(off)
-                rows["target_partition"].append(tp)
-                rows["target_offset"].append(base + i)
+            partitions, offsets = zip(*origins, strict=True)
+            rows["source_partition"] += partitions
+            rows["source_offset"] += offsets
+            rows["target_partition"] += [tp] * len(origins)
+            rows["target_offset"] += range(base, base + len(origins))
         self.seq += 1
         sink = io.BytesIO()
         pq.write_table(pa.table(rows, schema=MAP_SCHEMA), sink, compression="zstd")
@@ -244,6 +247,7 @@ class Producing:
              (0, encode_progress(self.seq, self.next_offsets, t, n)) for t in range(n)},
             group_id(self.plan.replay_id))
         await self.producer.commit_transaction()
+        self.delivered += self.txn.records
         self.txn = _Txn()
         await self.producer.begin_transaction()
 
@@ -269,7 +273,7 @@ async def replay(settings: Settings, plan: Plan, *, resume: bool, dry_run: bool,
         prep = await prepare(settings, plan, source, storage, force)
         fatal = [f.message for f in prep.findings if f.fatal]
         if dry_run:
-            return build_report(storage, prep, "dry-run", 0, 0.0, stored=False)
+            return build_report(storage, prep, "dry-run", 0, 0.0, prep.seq)
         if fatal:
             raise PreflightError(f"replay refused: {fatal[0]}"
                                  + (f" (and {len(fatal) - 1} more)" if len(fatal) > 1 else ""),
@@ -281,14 +285,13 @@ async def replay(settings: Settings, plan: Plan, *, resume: bool, dry_run: bool,
         with bar_factory(total) as bar:
             producing = Producing(settings, prep, storage, source, spec, pacing, bar)
             try:
-                delivered = await producing.run()
+                await producing.run()
             except RejectedError:
-                prep.seq = producing.seq
-                build_report(storage, prep, "failed", producing.records,
-                             time.monotonic() - started)
+                build_report(storage, prep, "failed", producing.delivered,
+                             time.monotonic() - started, producing.seq)
                 raise
-        prep.seq = producing.seq
-        return build_report(storage, prep, "completed", delivered, time.monotonic() - started)
+        return build_report(storage, prep, "completed", producing.delivered,
+                            time.monotonic() - started, producing.seq)
     finally:
         source.close()
 
