@@ -2,18 +2,19 @@
 
 zstd compression and the uploads release the GIL. Worker processes were measured too and were
 slower on two cores: pickling the buffers costs more than the GIL contention it removes
-(bench/RESULTS.md).
+(bench/RESULTS.md). :class:`Uploads` tracks the files in flight and the memory they hold.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from archiver import format as fmt
-from archiver.batching import Roll
-from archiver.layout import FileRef
-from archiver.storage import Storage
+from eventvault import format as fmt
+from eventvault.archiver.batching import PartitionState, Roll
+from eventvault.layout import FileRef
+from eventvault.storage import Storage
 
 
 def write_file(storage: Storage, roll: Roll, zstd_level: int) -> int:
@@ -45,3 +46,57 @@ class Writer:
     def close(self) -> None:
         """Wait for running writes and stop the threads."""
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Uploads:
+    """Files being encoded and written, and the memory they hold meanwhile."""
+
+    def __init__(self, storage: Storage, zstd_level: int, concurrency: int) -> None:
+        self.writer = Writer(storage, zstd_level, concurrency)
+        self.limit = 2 * concurrency
+        self.inflight: dict[asyncio.Future[int], tuple[PartitionState, Roll, int]] = {}
+        self.held_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.inflight)
+
+    @property
+    def full(self) -> bool:
+        """Whether as many files are in flight as may be (twice the upload threads)."""
+        return len(self.inflight) >= self.limit
+
+    def start(self, state: PartitionState, roll: Roll) -> None:
+        """Start writing the file of ``roll``, a decided cut of ``state``'s partition."""
+        future = self.writer.submit(roll)
+        # While a file is encoded, its records, the Arrow table and the Parquet bytes
+        # coexist: count it at 2.5 times its buffered size.
+        held = roll.nbytes * 5 // 2
+        self.inflight[future] = (state, roll, held)
+        self.held_bytes += held
+
+    async def wait(self) -> None:
+        """Wait until at least one file is written (or failed)."""
+        if self.inflight:
+            await asyncio.wait(self.inflight, return_when=asyncio.FIRST_COMPLETED)
+
+    def finished(self) -> Iterator[tuple[PartitionState, Roll, int]]:
+        """Take the files written so far, one by one: (state, roll, bytes written).
+
+        A failed write raises its storage error when its turn comes: the run ends, and
+        progress stays consistent because a file whose write failed was never marked durable.
+        """
+        for future in [f for f in self.inflight if f.done()]:
+            entry = self.inflight.pop(future, None)
+            if entry is None:
+                continue  # taken by the rebalance listener meanwhile
+            state, roll, held = entry
+            self.held_bytes -= held
+            yield state, roll, future.result()
+
+    def partitions(self) -> set[tuple[str, int]]:
+        """(topic, partition) of every file in flight."""
+        return {(roll.topic, roll.partition) for _, roll, _ in self.inflight.values()}
+
+    def close(self) -> None:
+        """Wait for running writes and stop the threads."""
+        self.writer.close()

@@ -1,10 +1,10 @@
 """The archiver: a consumer-group member that turns records into archive files.
 
 The loop: fetch a batch; feed each record to its partition's
-:class:`~archiver.batching.PartitionState`; for every file that decides, first commit the
-partition's progress (offset plus decided cuts: the intent), then encode and upload the file
-(archiver.encoder, a thread pool); commit advanced progress as uploads finish.
-``once`` stops at the end offsets seen when each partition was first assigned. See
+:class:`~eventvault.archiver.batching.PartitionState`; for every file that decides, first
+commit the partition's progress (offset plus decided cuts: the intent), then encode and upload
+the file (eventvault.archiver.encoder, a thread pool); commit advanced progress as uploads
+finish. ``once`` stops at the end offsets seen when each partition was first assigned. See
 docs/EXACTLY_ONCE.md.
 """
 
@@ -18,19 +18,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import ConsumerRebalanceListener
-from aiokafka import TopicPartition as TP
-from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
-
-from archiver import format as fmt
-from archiver import kafka, observe
-from archiver import progress as prog
-from archiver.batching import Limits, PartitionState, Roll, relieve_memory
-from archiver.encoder import Writer
-from archiver.errors import ArchiveStateError, KafkaError
-from archiver.layout import hours_of
-from archiver.settings import Settings
-from archiver.storage import Storage
+from eventvault import format as fmt
+from eventvault import kafka, observe
+from eventvault.archiver import adoption
+from eventvault.archiver.adoption import partition_name
+from eventvault.archiver.batching import Limits, PartitionState, Roll, relieve_memory
+from eventvault.archiver.encoder import Uploads
+from eventvault.errors import BrokerError
+from eventvault.kafka import TopicPartition
+from eventvault.layout import hours_of
+from eventvault.progress import Progress, encode_progress, spec_hash
+from eventvault.settings import Settings
+from eventvault.storage import Storage
 
 _TS_TYPES = fmt.TIMESTAMP_TYPES
 
@@ -47,30 +46,30 @@ class Summary:
     peak_buffered_bytes: int = 0
 
 
-class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
+class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
     """Archive the configured topics into ``storage``."""
 
     def __init__(self, settings: Settings, storage: Storage, *, once: bool = False,
                  show_progress: bool = False) -> None:
-        self.s = settings.archive
+        self.archive_settings = config = settings.archive
         self.kafka_settings = settings.kafka
         self.once = once
-        self.limits = Limits(self.s.max_file_records, self.s.max_file_bytes, self.s.idle_seconds,
-                             self.s.max_file_age_seconds, self.s.max_cuts_per_partition,
-                             self.s.hour_grace_hours)
-        self.states: dict[TP, PartitionState] = {}
-        self.ends: dict[TP, int] = {}
-        self.done: set[TP] = set()
-        self.inflight: dict[asyncio.Future[int], tuple[PartitionState, Roll, int]] = {}
-        self.inflight_bytes = 0
-        self.dirty: set[TP] = set()
-        self.blocked: set[TP] = set()
+        self.limits = Limits(config.max_file_records, config.max_file_bytes, config.idle_seconds,
+                             config.max_file_age_seconds, config.max_cuts_per_partition,
+                             config.hour_grace_hours)
+        self.states: dict[TopicPartition, PartitionState] = {}
+        self.ends: dict[TopicPartition, int] = {}
+        self.done: set[TopicPartition] = set()
+        self.dirty: set[TopicPartition] = set()
+        self.blocked: set[TopicPartition] = set()
         self.summary = Summary()
-        self.writer = Writer(storage, self.s.zstd_level, self.s.upload_concurrency)
-        self.ui = observe.Progress(once and show_progress)
+        self.uploads = Uploads(storage, config.zstd_level, config.upload_concurrency)
+        self.progress_bar = observe.ProgressBar(once and show_progress)
         self.stopping: asyncio.Event
         self.consumer: Any = None
         self.fatal: Exception | None = None
+        self._last_tick = self._last_commit = 0.0
+        self._unassigned_seconds = 0.0
 
     def stop(self) -> None:
         """Ask a running archiver to stop after its current batch (uploads finish first)."""
@@ -82,10 +81,11 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
-        self.consumer = kafka.consumer(self.kafka_settings, self.s.group_id,
-                                       self.s.isolation_level,
-                                       min(50 << 20, self.s.memory_budget_bytes // 8),
-                                       self.s.session_timeout_ms)
+        config = self.archive_settings
+        self.consumer = kafka.consumer(self.kafka_settings, config.group_id,
+                                       config.isolation_level,
+                                       min(50 << 20, config.memory_budget_bytes // 8),
+                                       config.session_timeout_ms)
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stopping.set)
@@ -101,75 +101,58 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
         finally:
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
-            self.writer.close()
-            self.ui.close()
+            self.uploads.close()
+            self.progress_bar.close()
         self.summary.seconds = time.monotonic() - started
-        self.summary.committed = {f"{tp.topic}[{tp.partition}]": st.progress().offset
+        self.summary.committed = {partition_name(tp): st.progress().offset
                                   for tp, st in sorted(self.states.items())}
         return self.summary
 
     async def _start(self) -> None:
+        config = self.archive_settings
         try:
             await self.consumer.start()
-            if self.s.topics:
+            if config.topics:
                 known = await self.consumer.topics()
-                missing = sorted(set(self.s.topics) - known)
+                missing = sorted(set(config.topics) - known)
                 if missing:
                     where = self.kafka_settings.bootstrap_servers
-                    raise KafkaError(f"topic(s) not found on {where}: {', '.join(missing)}",
-                                     topics=missing)
-                self.consumer.subscribe(self.s.topics, listener=self)
-            elif self.s.topics_regex:
-                self.consumer.subscribe(pattern=f"^(?:{self.s.topics_regex})$", listener=self)
+                    raise BrokerError(f"topic(s) not found on {where}: {', '.join(missing)}",
+                                      topics=missing)
+                self.consumer.subscribe(config.topics, listener=self)
+            elif config.topics_regex:
+                self.consumer.subscribe(pattern=f"^(?:{config.topics_regex})$", listener=self)
             else:
-                raise KafkaError("no topics to archive: set archive.topics or archive.topics_regex")
+                raise BrokerError("no topics to archive: set archive.topics or "
+                                  "archive.topics_regex")
         except kafka.AIOKafkaError as exc:
-            raise KafkaError(f"cannot reach Kafka at {self.kafka_settings.bootstrap_servers}: "
-                             f"{exc}", retriable=True) from exc
+            raise BrokerError(f"cannot reach Kafka at {self.kafka_settings.bootstrap_servers}: "
+                              f"{exc}", retriable=True) from exc
 
     async def _loop(self) -> None:
-        last_tick = last_commit = time.monotonic()
-        waited = 0.0
+        self._last_tick = self._last_commit = time.monotonic()
         while not self.stopping.is_set():
             batch = await self.consumer.getmany(timeout_ms=200, max_records=20_000)
             now = time.monotonic()
             rolls = self._feed(batch, now)
-            if now - last_tick >= 1.0:
-                rolls += self._tick(now) + await self._passed()
-                if now - last_commit >= self.s.commit_interval_seconds and self.dirty:
-                    await self._commit(set(self.dirty))
-                    last_commit = now
-                last_tick = now
-            rolls += relieve_memory(self.states.values(), self.s.memory_budget_bytes,
-                                    self.inflight_bytes)
-            held = self._buffered() + self.inflight_bytes
-            self.summary.peak_buffered_bytes = max(self.summary.peak_buffered_bytes, held)
+            rolls += await self._on_timers(now)
+            rolls += self._relieve_memory()
             if rolls:
                 await self._intend(rolls)
-            if self.blocked:
-                await self._drain(self.blocked)
-                await self._commit(self.blocked)
-                self.blocked.clear()
-            if self.once:
-                await self._check_done()
-                if self.states and self.done >= set(self.states):
-                    observe.event("end offsets reached", records=self.summary.records,
-                                  buffered=self._buffered(), uploading=len(self.inflight))
-                    return
-                waited = 0.0 if self.states else waited + 0.2
-                if waited > 60:
-                    raise KafkaError("no partitions were assigned within 60 s", retriable=True)
+            await self._unblock()
+            if self.once and await self._bounded_run_done():
+                return
             await self._reap(block=self._over_budget())
 
     # -- records ---------------------------------------------------------------------------
-    def _feed(self, batch: dict[TP, list[Any]], now: float) -> list[Roll]:
+    def _feed(self, batch: dict[TopicPartition, list[Any]], now: float) -> list[Roll]:
         """Buffer a fetched batch; partitions that hit their cut limit go to ``self.blocked``."""
         rolls: list[Roll] = []
         for tp, fetched in batch.items():
             state = self.states.get(tp)
             if state is None:
                 # Fetched before the assignment callback built its state: read them again.
-                with contextlib.suppress(IllegalStateError):
+                with contextlib.suppress(kafka.IllegalStateError):
                     self.consumer.seek(tp, fetched[0].offset)
                 continue
             if tp in self.done:
@@ -180,25 +163,38 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
             records = fetched
             if self.once and fetched[-1].offset >= self.ends[tp]:
                 records = [r for r in fetched if r.offset < self.ends[tp]]
-            hours = hours_of(self.s.event_time_spec(tp.topic), records)
+            hours = hours_of(self.archive_settings.event_time_spec(tp.topic), records)
             ts_types = [_TS_TYPES.get(r.timestamp_type, "CreateTime") for r in records]
             rolls += state.add_records(records, hours, ts_types, now)
-            n = len(records)
-            if state.blocked_at is not None:  # read the rest again once uploads caught up
-                n = sum(1 for r in records if r.offset < state.blocked_at)
-                self.consumer.seek(tp, state.blocked_at)
-                self.blocked.add(tp)
-            self.summary.records += n
-            self.ui.advance(n)
-            if n:
-                self.dirty.add(tp)
+            self._count_taken(tp, state, records)
         return rolls
 
-    def _tick(self, now: float) -> list[Roll]:
+    def _count_taken(self, tp: TopicPartition, state: PartitionState, records: list[Any]) -> None:
+        """Count the records buffered; a blocked partition is read again from where it stopped."""
+        taken = len(records)
+        if state.blocked_at is not None:  # read the rest again once uploads caught up
+            taken = sum(1 for r in records if r.offset < state.blocked_at)
+            self.consumer.seek(tp, state.blocked_at)
+            self.blocked.add(tp)
+        self.summary.records += taken
+        self.progress_bar.advance(taken)
+        if taken:
+            self.dirty.add(tp)
+
+    async def _on_timers(self, now: float) -> list[Roll]:
+        """Once a second: idle and age rolls, passed recorded cuts, and periodic commits."""
+        if now - self._last_tick < 1.0:
+            return []
+        self._last_tick = now
         rolls: list[Roll] = []
         for state in self.states.values():
             rolls += state.roll_expired(now)
-        observe.BUFFERED.set(self._buffered() + self.inflight_bytes)
+        observe.BUFFERED.set(self._buffered() + self.uploads.held_bytes)
+        rolls += await self._passed()
+        interval = self.archive_settings.commit_interval_seconds
+        if now - self._last_commit >= interval and self.dirty:
+            await self._commit(set(self.dirty))
+            self._last_commit = now
         return rolls
 
     async def _passed(self) -> list[Roll]:
@@ -215,50 +211,53 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
                 rolls += passed
         return rolls
 
+    def _relieve_memory(self) -> list[Roll]:
+        rolls = relieve_memory(self.states.values(), self.archive_settings.memory_budget_bytes,
+                               self.uploads.held_bytes)
+        held = self._buffered() + self.uploads.held_bytes
+        self.summary.peak_buffered_bytes = max(self.summary.peak_buffered_bytes, held)
+        return rolls
+
+    async def _unblock(self) -> None:
+        """Let partitions at their cut limit go on: wait for their uploads, then commit."""
+        if self.blocked:
+            await self._drain(self.blocked)
+            await self._commit(self.blocked)
+            self.blocked.clear()
+
     def _buffered(self) -> int:
         return sum(st.buffered_bytes for st in self.states.values())
 
     def _over_budget(self) -> bool:
-        return self._buffered() + self.inflight_bytes > self.s.memory_budget_bytes
+        held = self._buffered() + self.uploads.held_bytes
+        return held > self.archive_settings.memory_budget_bytes
 
     # -- files -----------------------------------------------------------------------------
     async def _intend(self, rolls: list[Roll]) -> None:
         """Commit the decided cuts, then start their uploads (never the other way round)."""
-        tps = {TP(r.topic, r.partition) for r in rolls}
+        tps = {TopicPartition(r.topic, r.partition) for r in rolls}
         if not await self._commit(tps):
             return
         for roll in rolls:
-            state = self.states[TP(roll.topic, roll.partition)]
+            state = self.states[TopicPartition(roll.topic, roll.partition)]
             observe.event("file decided", logging.DEBUG, topic=roll.topic,
                           partition=roll.partition, hour=roll.cut.hour, first=roll.cut.first,
                           last=roll.cut.last, records=len(roll.cols), rebuilt=roll.rebuilt)
-            while len(self.inflight) >= 2 * self.s.upload_concurrency:
+            while self.uploads.full:
                 await self._reap(block=True)
-            fut = self.writer.submit(roll)
-            # While a file is encoded, its records, the Arrow table and the Parquet bytes
-            # coexist: count it at 2.5 times its buffered size.
-            held = roll.nbytes * 5 // 2
-            self.inflight[fut] = (state, roll, held)
-            self.inflight_bytes += held
+            self.uploads.start(state, roll)
 
     async def _reap(self, *, block: bool) -> None:
         """Collect finished uploads; with ``block``, wait for at least one."""
-        if not self.inflight:
+        if not self.uploads:
             return
         if block:
-            await asyncio.wait(self.inflight, return_when=asyncio.FIRST_COMPLETED)
-        for fut in [f for f in self.inflight if f.done()]:
-            entry = self.inflight.pop(fut, None)
-            if entry is None:
-                continue  # reaped by the rebalance listener meanwhile
-            state, roll, nbytes = entry
-            self.inflight_bytes -= nbytes
-            written = fut.result()  # a storage error ends the run; progress stays consistent
+            await self.uploads.wait()
+        for state, roll, written in self.uploads.finished():
             observe.event("file done", logging.DEBUG, topic=roll.topic, partition=roll.partition,
                           first=roll.cut.first, last=roll.cut.last, bytes=written)
             state.done(roll.cut)
-            tp = TP(roll.topic, roll.partition)
-            self.dirty.add(tp)
+            self.dirty.add(TopicPartition(roll.topic, roll.partition))
             if written:
                 self.summary.files += 1
                 self.summary.bytes_written += written
@@ -266,44 +265,50 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
                 observe.BYTES.labels(roll.topic).inc(written)
                 observe.RECORDS.labels(roll.topic).inc(len(roll.cols))
 
-    async def _drain(self, tps: set[TP] | None = None) -> None:
-        while any(tps is None or TP(r.topic, r.partition) in tps
-                  for _, r, _ in self.inflight.values()):
+    async def _drain(self, tps: set[TopicPartition] | None = None) -> None:
+        """Wait until no file of ``tps`` (of any partition: None) is in flight."""
+        while self.uploads and (tps is None or any(
+                TopicPartition(*where) in tps for where in self.uploads.partitions())):
             await self._reap(block=True)
 
     # -- progress --------------------------------------------------------------------------
-    async def _commit(self, tps: set[TP], *, reset: bool = True) -> bool:
+    def _offsets_to_commit(self, tps: set[TopicPartition]) -> dict[TopicPartition, Any]:
+        """The progress of ``tps`` as commit offsets with metadata; updates the gauges."""
+        offsets = {}
+        for tp in tps:
+            state = self.states.get(tp)
+            if state is None:
+                continue
+            progress = state.progress()
+            offsets[tp] = kafka.OffsetAndMetadata(progress.offset, encode_progress(progress))
+            observe.COMMITTED.labels(tp.topic, str(tp.partition)).set(progress.offset)
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                observe.LAG.labels(tp.topic, str(tp.partition)).set(highwater - progress.offset)
+        return offsets
+
+    async def _commit(self, tps: set[TopicPartition], *, reset: bool = True) -> bool:
         """Commit the progress of ``tps``; False if the group fenced the commit.
 
         With ``reset``, fenced partitions then resume from what Kafka holds.
         """
-        offsets = {}
-        for tp in tps:
-            state = self.states.get(tp)
-            if state is not None:
-                p = state.progress()
-                offsets[tp] = kafka.OffsetAndMetadata(p.offset, prog.encode(p))
-                observe.COMMITTED.labels(tp.topic, str(tp.partition)).set(p.offset)
-                highwater = self.consumer.highwater(tp)
-                if highwater is not None:
-                    observe.LAG.labels(tp.topic, str(tp.partition)).set(highwater - p.offset)
+        offsets = self._offsets_to_commit(tps)
         if not offsets:
             return True
         observe.event("commit", logging.DEBUG, progress={
-            f"{tp.topic}[{tp.partition}]": om.metadata + f"@{om.offset}"
-            for tp, om in offsets.items()})
+            partition_name(tp): om.metadata + f"@{om.offset}" for tp, om in offsets.items()})
         try:
             await self.consumer.commit(offsets)
-        except (CommitFailedError, RebalanceInProgressError, IllegalStateError) as exc:
+        except kafka.COMMIT_REFUSED as exc:
             observe.event("commit refused", reason=str(exc), reset=reset,
-                          partitions=[f"{t.topic}[{t.partition}]" for t in offsets])
+                          partitions=[partition_name(tp) for tp in offsets])
             if reset:
                 await self._reset(set(offsets))
             return False
         self.dirty -= set(offsets)
         return True
 
-    async def _reset(self, tps: set[TP]) -> None:
+    async def _reset(self, tps: set[TopicPartition]) -> None:
         """Forget local state of ``tps`` and resume them from what Kafka holds."""
         for tp in tps:
             self.states.pop(tp, None)
@@ -311,48 +316,43 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
         if still:
             await self._adopt(still)
 
-    async def _adopt(self, tps: set[TP]) -> None:
+    async def _adopt(self, tps: set[TopicPartition]) -> None:
         """Build states of ``tps`` from committed progress.
 
         This runs in aiokafka's coordinator task, concurrently with the loop: a state appears
         only once it is complete.
         """
-        found = await kafka.committed_progress(self.kafka_settings, self.s.group_id, tps)
+        found = await adoption.committed_progress(self.kafka_settings,
+                                                  self.archive_settings.group_id, tps)
         starts, ends = await kafka.log_offsets(self.kafka_settings, sorted(tps),
-                                               self.s.isolation_level)
+                                               self.archive_settings.isolation_level)
         if self.once:
             self.ends.update({tp: o for tp, o in ends.items() if tp not in self.ends})
         for tp in tps:
-            spec_hash = prog.spec_hash(self.s.event_time_spec(tp.topic).fingerprint)
-            progress = found.get(tp, prog.Progress(0, (), spec_hash))
-            if progress.cuts and progress.spec_hash != spec_hash:
-                raise ArchiveStateError(
-                    f"the event-time setting of topic {tp.topic} changed while files of "
-                    f"partition {tp.partition} were in progress; restore the previous setting, "
-                    "let one `eventvault archive --once` finish, then change it",
-                    topic=tp.topic, partition=tp.partition)
+            hashed = spec_hash(self.archive_settings.event_time_spec(tp.topic).fingerprint)
+            progress = found.get(tp, Progress(0, (), hashed))
+            adoption.check_event_time_setting(tp, progress, hashed)
             # Positions are set here by seek() alone, never by aiokafka's reset path, which
             # raced with offset lookups (seen: a position at the end offset with no record
             # delivered). Below the log start offset (retention) there is nothing to read.
             start = starts.get(tp, 0)
             if tp in found and start > progress.offset:
-                observe.event("records deleted by retention before they were archived",
-                              logging.ERROR, topic=tp.topic, partition=tp.partition,
-                              lost_from=progress.offset, lost_to=start - 1,
-                              records=start - progress.offset)
-                observe.LOST.labels(tp.topic, str(tp.partition)).inc(start - progress.offset)
+                adoption.report_retention_loss(tp, progress.offset, start)
             self.consumer.seek(tp, max(progress.offset, start))
             self.states[tp] = PartitionState(tp.topic, tp.partition, progress, self.limits,
-                                             spec_hash)
-        observe.event("partitions adopted", partitions={
-            f"{tp.topic}[{tp.partition}]": {"resume": self.states[tp].resume,
-                                            "cuts": len(self.states[tp].cuts),
-                                            "end": self.ends.get(tp)} for tp in tps})
-        if self.once:
-            self.ui.total(sum(max(0, self.ends[tp] - st.resume)
-                              for tp, st in self.states.items() if tp in self.ends))
+                                             hashed)
+        self._report_adopted(tps)
 
-    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+    def _report_adopted(self, tps: set[TopicPartition]) -> None:
+        observe.event("partitions adopted", partitions={
+            partition_name(tp): {"resume": self.states[tp].resume,
+                                 "cuts": len(self.states[tp].cuts), "end": self.ends.get(tp)}
+            for tp in tps})
+        if self.once:
+            self.progress_bar.total(sum(max(0, self.ends[tp] - st.resume)
+                                        for tp, st in self.states.items() if tp in self.ends))
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         """Finish uploads of revoked partitions, commit their progress, forget them."""
         mine = set(revoked) & set(self.states)
         if not mine:
@@ -363,10 +363,9 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in mine:
             self.states.pop(tp, None)
             self.done.discard(tp)
-        observe.event("partitions revoked", partitions=sorted(f"{t.topic}[{t.partition}]"
-                                                              for t in mine))
+        observe.event("partitions revoked", partitions=sorted(partition_name(tp) for tp in mine))
 
-    async def on_partitions_assigned(self, assigned: set[TP]) -> None:
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Load the committed progress of newly assigned partitions."""
         try:
             await self._adopt(set(assigned))
@@ -374,18 +373,27 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
             self.fatal = exc
             self.stopping.set()
             raise
-        observe.event("partitions assigned", partitions=sorted(
-            f"{t.topic}[{t.partition}]" for t in assigned))
+        observe.event("partitions assigned",
+                      partitions=sorted(partition_name(tp) for tp in assigned))
 
     # -- bounded runs ----------------------------------------------------------------------
-    async def _check_done(self) -> None:
+    async def _bounded_run_done(self) -> bool:
+        """Whether a ``once`` run has read every assigned partition to its end offset."""
         for tp, state in self.states.items():
             if tp in self.done:
                 continue
-            position = await self.consumer.position(tp)
-            if position >= self.ends.get(tp, 0) or state.next_offset >= self.ends.get(tp, 0):
+            end = self.ends.get(tp, 0)
+            if state.next_offset >= end or await self.consumer.position(tp) >= end:
                 self.done.add(tp)
                 self.consumer.pause(tp)
+        if self.states and self.done >= set(self.states):
+            observe.event("end offsets reached", records=self.summary.records,
+                          buffered=self._buffered(), uploading=len(self.uploads))
+            return True
+        self._unassigned_seconds = 0.0 if self.states else self._unassigned_seconds + 0.2
+        if self._unassigned_seconds > 60:
+            raise BrokerError("no partitions were assigned within 60 s", retriable=True)
+        return False
 
     async def _finish(self) -> None:
         rolls: list[Roll] = []
@@ -393,4 +401,3 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
             rolls += state.finish(max(self.ends.get(tp, 0), state.next_offset))
         if rolls:
             await self._intend(rolls)
-

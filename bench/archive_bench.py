@@ -26,7 +26,7 @@ from typing import Any
 
 import boto3
 
-from archiver.layout import parse_key
+from eventvault.layout import parse_file_key
 from infra import kafka_local, s3_local, sample_events
 
 REPO = Path(__file__).resolve().parent.parent
@@ -102,7 +102,7 @@ def main() -> None:
         if args.storage == "local":
             env["EVENTVAULT_STORAGE__URL"] = f"file://{tmp}/archive"
         env.update(("EVENTVAULT_" + k, v) for k, v in (s.split("=", 1) for s in args.set))
-        arch_out, arch_s, arch_rss = run([sys.executable, "-m", "archiver.cli", "--log-level",
+        arch_out, arch_s, arch_rss = run([sys.executable, "-m", "eventvault", "--log-level",
                                           "WARNING", "archive", "--once", "--output", "json"],
                                          env)
         _, bare2_s, bare2_rss = run(bare_cmd)
@@ -113,7 +113,7 @@ def main() -> None:
         files: Counter[tuple[int, int | None]] = Counter()
         for key, size in _objects(args.storage, client, tmp / "archive"):
             stored += size
-            ref = parse_key(key)
+            ref = parse_file_key(key)
             assert ref is not None
             files[(ref.partition, ref.hour)] += 1
         bare_s = (bare1_s + bare2_s) / 2

@@ -17,15 +17,15 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from archiver import format as fmt
-from archiver.layout import parse_key
+from eventvault import format as fmt
+from eventvault.layout import parse_file_key
 
 
 def load(root: Path, topic: str) -> list[tuple[int, int, int, bytes | None, bytes | None, list]]:  # type: ignore[type-arg]
     """(partition, offset, timestamp ms, key, value, headers) of every archived record."""
     rows = []
     for path in sorted((root / f"topic={topic}").rglob("*.parquet")):
-        ref = parse_key(path.relative_to(root).as_posix())
+        ref = parse_file_key(path.relative_to(root).as_posix())
         assert ref is not None
         for r in fmt.decode(path.read_bytes()).to_pylist():
             rows.append((r["partition"], r["offset"], round(r["timestamp"].timestamp() * 1000),

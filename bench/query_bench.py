@@ -3,9 +3,9 @@
 One run. N realistic ~1 KB JSON events (infra.sample_events) spread evenly over H hours and P
 partitions are written twice, by two processes that each generate half of the hours:
 
-- into an archive, with the archiver's own writer (``archiver.encoder.write_file``): one file
-  per (partition, hour), which is what ``eventvault archive`` writes at this rate (see
-  bench/RESULTS.md), in the Hive layout, zstd;
+- into an archive, with the archiver's own writer
+  (``eventvault.archiver.encoder.write_file``): one file per (partition, hour), which is what
+  ``eventvault archive`` writes at this rate (see bench/RESULTS.md), in the Hive layout, zstd;
 - into one Parquet file with the same columns, sorted by timestamp, zstd at the same level,
   131,072-row groups with statistics: the best case for a single file.
 
@@ -37,14 +37,14 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from archiver import format as fmt
-from archiver import query, timeprune
-from archiver.batching import Roll
-from archiver.encoder import write_file
-from archiver.layout import EPOCH
-from archiver.progress import Cut
-from archiver.settings import StorageSettings
-from archiver.storage import LocalStorage
+from eventvault import format as fmt
+from eventvault.archiver.batching import Roll
+from eventvault.archiver.encoder import write_file
+from eventvault.progress import Cut
+from eventvault.query import engine, timeprune
+from eventvault.settings import StorageSettings
+from eventvault.storage import LocalStorage
+from eventvault.times import EPOCH, timestamp_us
 from infra.sample_events import events
 
 TOPIC = "shop.orders"
@@ -69,12 +69,8 @@ def _write_hours(root: Path, part: Path | None, hours: range, per_hour: int,
             for j, (key, value, at) in enumerate(stream):
                 i = h * per_hour + j
                 c = cols[i % partitions]
-                c.offsets.append(i // partitions)
-                c.timestamps_us.append(fmt.timestamp_us(int(at.timestamp() * 1000)))
-                c.timestamp_types.append("CreateTime")
-                c.keys.append(key)
-                c.values.append(value)
-                c.headers.append(HEADERS)
+                c.append(i // partitions, timestamp_us(int(at.timestamp() * 1000)),
+                         "CreateTime", key, value, HEADERS)
                 total += len(key) + len(value)
             hour = int((START - EPOCH).total_seconds()) // 3600 + h
             for p, c in cols.items():
@@ -155,7 +151,7 @@ def _files(con: duckdb.DuckDBPyConnection, sql: str) -> int:
 
 def measure(root: Path, single: Path, hours: int, repeat: int) -> dict[str, dict[str, float]]:
     """Median seconds per query on both sides, the ratio, and files read by the archive."""
-    archive = query.connect(StorageSettings(url=str(root)), [TOPIC])
+    archive = engine.connect(StorageSettings(url=str(root)), [TOPIC])
     views = timeprune.views_for([TOPIC], lambda _: True)
     plain = duckdb.connect()
     plain.execute("SET TimeZone = 'UTC'")
@@ -166,7 +162,7 @@ def measure(root: Path, single: Path, hours: int, repeat: int) -> dict[str, dict
     assert row is not None
     out = {}
     for name, (where, where_single, template) in queries(hours, row[0]).items():
-        on_archive = query.pruned(archive, template.format(src=f'"{TOPIC}"', where=where),
+        on_archive = engine.pruned(archive, template.format(src=f'"{TOPIC}"', where=where),
                                   views)
         on_single = template.format(src=f"read_parquet('{single}')", where=where_single)
         times: dict[str, list[float]] = {"archive": [], "single": []}

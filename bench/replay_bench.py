@@ -21,10 +21,10 @@ from concurrent.futures import ProcessPoolExecutor
 import boto3
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from archiver.settings import StorageSettings
-from archiver.storage import S3Storage
 from bench.archive_bench import local_stack, run
 from bench.query_bench import TOPIC, _write_hours
+from eventvault.settings import StorageSettings
+from eventvault.storage import S3Storage
 
 
 async def _topics(bootstrap: str, names: list[str], partitions: int) -> None:
@@ -63,7 +63,7 @@ def main() -> None:
         env = {"EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
                "EVENTVAULT_STORAGE__URL": "s3://bench/archive",
                "EVENTVAULT_STORAGE__ENDPOINT_URL": s3.endpoint_url}
-        rep_out, rep_wall, rep_rss = run([sys.executable, "-m", "archiver.cli", "--log-level",
+        rep_out, rep_wall, rep_rss = run([sys.executable, "-m", "eventvault", "--log-level",
                                           "WARNING", "replay", "--topic", TOPIC, "--target",
                                           "replayed", "--output", "json"], env)
         out2, _, rss2 = run([*bare, "bare.2"])

@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash infra/setup.sh
-.venv/bin/ruff check archiver replay infra tests bench
-.venv/bin/mypy
+.venv/bin/ruff check eventvault archiver replay dags infra tests bench
+.venv/bin/python -m infra.typecheck
 exec .venv/bin/python -m pytest "$@"

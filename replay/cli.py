@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import sys
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from archiver.errors import ConfigError
-from archiver.layout import EPOCH
-from archiver.settings import Settings
-from archiver.show import iso_time, parse_key, parse_time
-from replay.plan import Plan, Selection, Target
+from eventvault.arguments import add_storage_url, settings_for, time_argument
+from eventvault.errors import ConfigError
+from eventvault.query.selection import Selection
+from eventvault.query.show import parse_key_argument
+from eventvault.replay.plan import Plan, Target
+from eventvault.times import iso_time, micros
 
-_MICRO = timedelta(microseconds=1)
 _SELECTION = ("topic", "target", "start", "end", "partition", "from_offset", "to_offset", "key",
               "where", "partition_map")
 
@@ -44,8 +42,8 @@ def add_parser(sub: Any) -> None:
     rep = sub.add_parser("replay", help="stream archived records back onto a topic, exactly once")
     rep.add_argument("--topic", help="the archived source topic")
     rep.add_argument("--target", help="the topic to produce to (may be the source topic)")
-    rep.add_argument("--start", type=parse_time, help="event time (ISO-8601), inclusive")
-    rep.add_argument("--end", type=parse_time, help="event time (ISO-8601), exclusive")
+    rep.add_argument("--start", type=time_argument, help="event time (ISO-8601), inclusive")
+    rep.add_argument("--end", type=time_argument, help="event time (ISO-8601), exclusive")
     rep.add_argument("--partition", type=int, action="append", default=[],
                      help="source partition (repeatable)")
     rep.add_argument("--from-offset", type=_offset, action="append", default=[],
@@ -69,11 +67,11 @@ def add_parser(sub: Any) -> None:
     rep.add_argument("--rate-bytes", type=float, help="at most this many key+value bytes/s")
     rep.add_argument("--resume", metavar="ID", help="go on with replay ID from its progress")
     rep.add_argument("--output", choices=["text", "json"], default="text")
-    rep.add_argument("--storage-url", help="overrides storage.url")
+    add_storage_url(rep)
 
 
 def _plan(args: argparse.Namespace) -> Plan:
-    from replay.runner import new_id, now  # noqa: PLC0415
+    from eventvault.replay.prepare import new_id  # noqa: PLC0415
 
     if not args.topic or not args.target:
         raise ConfigError("replay needs --topic and --target (or --resume ID)",
@@ -81,30 +79,24 @@ def _plan(args: argparse.Namespace) -> Plan:
     if (args.partitioning == "map") != bool(args.partition_map):
         raise ConfigError("--partition-map goes with --partitioning map, and only with it",
                           setting="--partition-map")
-    micros = [None if t is None else (t - EPOCH) // _MICRO for t in (args.start, args.end)]
-    sel = Selection(args.topic, micros[0], micros[1], tuple(args.partition),
-                    tuple(args.from_offset), tuple(args.to_offset),
-                    tuple(parse_key(k) for k in args.key), args.where)
+    start_us, end_us = (None if t is None else micros(t) for t in (args.start, args.end))
+    selection = Selection(args.topic, start_us, end_us, tuple(args.partition),
+                          tuple(args.from_offset), tuple(args.to_offset),
+                          tuple(parse_key_argument(k) for k in args.key), args.where)
     target = Target(args.target, args.partitioning, args.partition_map,
                     not args.no_provenance, args.timestamp)
-    started = now()
-    return Plan(new_id(started), sel, target, started.isoformat())
+    started = datetime.now(UTC)
+    return Plan(new_id(started), selection, target, started.isoformat())
 
 
-@contextlib.contextmanager
-def _bar(total: int) -> Iterator[Any]:
-    from tqdm import tqdm  # noqa: PLC0415
-
-    with tqdm(total=total, unit="rec", unit_scale=True, disable=not sys.stderr.isatty(),
-              desc="replay") as bar:
-        yield bar
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``eventvault replay``; print the report."""
-    from archiver.storage import open_storage  # noqa: PLC0415
-    from replay.runner import Pacing, load_plan, replay  # noqa: PLC0415
+    from eventvault.replay.prepare import load_plan  # noqa: PLC0415
+    from eventvault.replay.producer import Pacing  # noqa: PLC0415
+    from eventvault.replay.runner import replay  # noqa: PLC0415
+    from eventvault.storage import open_storage  # noqa: PLC0415
 
+    settings = settings_for(args)
     if args.resume:
         given = [name for name in _SELECTION if getattr(args, name) not in (None, [], ())]
         if given:
@@ -114,8 +106,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         plan = _plan(args)
     report = asyncio.run(replay(settings, plan, resume=bool(args.resume), dry_run=args.dry_run,
-                                force=args.force, pacing=Pacing(args.rate, args.rate_bytes),
-                                bar_factory=_bar))
+                                force=args.force, pacing=Pacing(args.rate, args.rate_bytes)))
     if args.output == "json":
         print(json.dumps(report, indent=2))
     else:
@@ -137,7 +128,7 @@ def _text(report: dict[str, Any]) -> Iterator[str]:
     for f in report["preflight"]:
         yield f"  {'refused' if f['fatal'] else 'warning'}: {f['message']}"
     if report["status"] != "dry-run":
-        run_ = report["this_run"]
-        yield (f"  delivered {run_['records']} records in {run_['seconds']} s; "
+        this_run = report["this_run"]
+        yield (f"  delivered {this_run['records']} records in {this_run['seconds']} s; "
                f"{report['records']} in all, {report['transactions']} transactions; "
                f"offset map: {report['offset_map']}")

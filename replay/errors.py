@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from archiver.errors import EventVaultError
+from eventvault.errors import EventVaultError
 
 
 class ReplayError(EventVaultError):

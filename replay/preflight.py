@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from replay.plan import Target, encode_progress, unmapped
-from replay.source import PartitionSummary
-from replay.target import TargetInfo
+from eventvault.kafka import TopicInfo
+from eventvault.replay.checkpoint import encode_checkpoint
+from eventvault.replay.partitioning import unmapped
+from eventvault.replay.plan import Target
+from eventvault.replay.source import PartitionSummary
 
 # Bytes a record needs beyond its key, value and headers: record batch header (61), record
 # framing (up to ~25) and the provenance headers (under 200 for any topic name up to 249).
@@ -26,7 +28,8 @@ METADATA_BYTES = 4096  # the broker's default offset.metadata.max.bytes
 def progress_bytes(partitions: Sequence[int], target_partitions: int) -> int:
     """The longest progress metadata a replay of ``partitions`` may commit (at most)."""
     worst = (1 << 63) - 1
-    return max((len(encode_progress(worst, {p: worst for p in partitions}, t, target_partitions))
+    return max((len(encode_checkpoint(worst, {p: worst for p in partitions}, t,
+                                      target_partitions))
                 for t in range(target_partitions)), default=0)
 
 
@@ -38,7 +41,7 @@ class Finding:
     message: str
 
 
-def preflight(info: TargetInfo | None, target: Target, source_topic: str,
+def preflight(info: TopicInfo | None, target: Target, source_topic: str,
               summary: Sequence[PartitionSummary], now_ms: int, force: bool) -> list[Finding]:
     """Every problem the replay of ``summary`` into ``info`` would meet."""
     if info is None:

@@ -8,23 +8,17 @@ target_offset) translates consumer-group offsets from the source topic to the ta
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from archiver.storage import Storage
-from replay.plan import plan_key
-
-if TYPE_CHECKING:
-    from replay.runner import Prepared
-
-MAP_SCHEMA = pa.schema([("source_partition", pa.int32()), ("source_offset", pa.int64()),
-                        ("target_partition", pa.int32()), ("target_offset", pa.int64())])
+from eventvault import format as fmt
+from eventvault.replay.plan import plan_key
+from eventvault.replay.prepare import Prepared
+from eventvault.storage import Storage
 
 
 def offset_map(storage: Storage, replay_id: str, transactions: int) -> pa.Table:
@@ -33,8 +27,8 @@ def offset_map(storage: Storage, replay_id: str, transactions: int) -> pa.Table:
     for key in sorted(storage.list(plan_key(replay_id, "offsets/"))):
         number = key.rsplit("/", 1)[-1].removesuffix(".parquet")
         if number.isdigit() and int(number) <= transactions:
-            tables.append(pq.read_table(io.BytesIO(storage.get(key))).cast(MAP_SCHEMA))
-    return pa.concat_tables(tables) if tables else MAP_SCHEMA.empty_table()
+            tables.append(fmt.decode_rows(fmt.OFFSET_MAP_SCHEMA, storage.get(key)))
+    return pa.concat_tables(tables) if tables else fmt.OFFSET_MAP_SCHEMA.empty_table()
 
 
 def _mapping(table: pa.Table) -> list[dict[str, int]]:
@@ -52,19 +46,19 @@ def _mapping(table: pa.Table) -> list[dict[str, int]]:
                   key=lambda r: (r["source_partition"], r["target_partition"]))
 
 
-def build_report(storage: Storage, prep: Prepared, status: str, delivered: int,
+def build_report(storage: Storage, prepared: Prepared, status: str, delivered: int,
                  seconds: float, transactions: int) -> dict[str, Any]:
-    """The report of ``prep``: stored after a run, only returned after a dry run.
+    """The report of ``prepared``: stored after a run, only returned after a dry run.
 
     ``transactions``: how many the replay has committed in all runs so far.
     """
-    plan = prep.plan
+    plan = prepared.plan
     report: dict[str, Any] = {
         "replay_id": plan.replay_id, "status": status,
         "source_topic": plan.selection.topic, "target_topic": plan.target.topic,
         "plan": json.loads(plan.to_json()),
-        "preflight": [{"fatal": f.fatal, "message": f.message} for f in prep.findings],
-        "to_replay": [asdict(s) for s in prep.summary],
+        "preflight": [{"fatal": f.fatal, "message": f.message} for f in prepared.findings],
+        "to_replay": [asdict(s) for s in prepared.summary],
         "this_run": {"records": delivered, "seconds": round(seconds, 3),
                      "records_per_s": round(delivered / seconds) if seconds else None},
     }

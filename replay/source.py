@@ -1,27 +1,27 @@
-"""Reading a replay's selection from the archive with DuckDB, in source offset order.
+"""Reading a replay's selection from the archive, in source offset order.
 
-The only replay module that touches duckdb. Files are read a cluster at a time (see
-:func:`replay.plan.clusters`): a cluster of one file is already in offset order and DuckDB
-keeps the file's order; a cluster of overlapping files is sorted by DuckDB, which spills to
-disk beyond its memory limit. Either way rows arrive in Arrow batches of bounded size.
+Files are chosen and filtered by the core's selection path (eventvault.query.selection) and
+read through the query engine (DuckDB), a cluster at a time (see
+:func:`~eventvault.query.selection.clusters`): a cluster of one file is already in offset order
+and DuckDB keeps the file's order; a cluster of overlapping files is sorted by DuckDB, which
+spills to disk beyond its memory limit. Either way rows arrive in Arrow batches of bounded size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import duckdb
 import pyarrow as pa
 
-from archiver.layout import FileRef
-from archiver.query import QueryError, connect
-from archiver.querysql import root_url, select_sql
-from archiver.settings import StorageSettings
-from replay.plan import RECORD_BYTES_SQL, Selection, record_filter
+from eventvault.layout import FileRef
+from eventvault.query import engine
+from eventvault.query.selection import OffsetRanges, Selection, record_filter
+from eventvault.query.sql import RECORD_BYTES_SQL, file_urls, select_sql
+from eventvault.settings import StorageSettings
 
 COLUMNS = 'partition, "offset", epoch_us(timestamp) AS ts, key, value, headers'
+_FAILED = "cannot read the selection: "
 
 
 @dataclass(frozen=True)
@@ -44,46 +44,38 @@ class Source:
 
     def __init__(self, storage: StorageSettings, selection: Selection, record_time: bool,
                  memory_limit: str = "512MB", batch_rows: int = 8192) -> None:
-        self.root = root_url(storage)
+        self.storage = storage
         self.selection = selection
         self.record_time = record_time
         self.batch_rows = batch_rows
-        self.con = connect(storage, topics=())
-        self.con.execute(f"SET memory_limit = '{memory_limit}'")
-        self.con.execute("SET preserve_insertion_order = true")
+        self.con = engine.connect(storage, topics=(), memory_limit=memory_limit)
 
-    def _urls(self, files: Sequence[FileRef]) -> list[str]:
-        return [f"{self.root}/{ref.key}" for ref in files]
+    def _from(self, files: Sequence[FileRef], ranges: OffsetRanges) -> tuple[str, list[object]]:
+        """``FROM (files) WHERE (selected)``, with its parameters."""
+        where, params = record_filter(self.selection, ranges, time_in_sql=self.record_time)
+        urls = file_urls(self.storage, [ref.key for ref in files])
+        return f"FROM ({select_sql(urls)}) WHERE {where}", params
 
-    def _query(self, sql: str, params: list[Any]) -> duckdb.DuckDBPyConnection:
-        try:
-            return self.con.execute(sql, params)
-        except duckdb.Error as exc:
-            raise QueryError(f"cannot read the selection: {str(exc).splitlines()[0]}") from exc
-
-    def summary(self, files: Sequence[FileRef],
-                ranges: Mapping[int, tuple[int, int | None]]) -> list[PartitionSummary]:
+    def summary(self, files: Sequence[FileRef], ranges: OffsetRanges) -> list[PartitionSummary]:
         """Counts, offsets, time span and bytes per source partition of the selection."""
         if not files:
             return []
-        where, params = record_filter(self.selection, ranges, self.record_time)
+        rows, params = self._from(files, ranges)
         sql = (f'SELECT partition, count(*), min("offset"), max("offset"), '  # noqa: S608
                f"min(epoch_us(timestamp)), max(epoch_us(timestamp)), sum(size), max(size), "
                f'arg_max("offset", size) FROM (SELECT *, {RECORD_BYTES_SQL} AS size '
-               f"FROM ({select_sql(self._urls(files))}) WHERE {where}) "
-               f"GROUP BY partition ORDER BY partition")
-        rows = self._query(sql, params).fetchall()
-        return [PartitionSummary(*row) for row in rows]
+               f"{rows}) GROUP BY partition ORDER BY partition")
+        return [PartitionSummary(*row) for row in engine.fetch(self.con, sql, list(params),
+                                                                  context=_FAILED)]
 
     def batches(self, cluster: Sequence[FileRef],
-                ranges: Mapping[int, tuple[int, int | None]]) -> Iterator[pa.RecordBatch]:
+                ranges: OffsetRanges) -> Iterator[pa.RecordBatch]:
         """The selected records of one cluster of files, in offset order."""
-        where, params = record_filter(self.selection, ranges, self.record_time)
+        rows, params = self._from(cluster, ranges)
         order = ' ORDER BY "offset"' if len(cluster) > 1 else ""
-        sql = (f"SELECT {COLUMNS} FROM ({select_sql(self._urls(cluster))}) "  # noqa: S608
-               f"WHERE {where}{order}")
-        reader = self._query(sql, params).fetch_record_batch(self.batch_rows)
-        yield from reader
+        sql = f"SELECT {COLUMNS} {rows}{order}"
+        yield from engine.record_batches(self.con, sql, list(params), self.batch_rows,
+                                         context=_FAILED)
 
     def close(self) -> None:
         """Close the DuckDB connection."""

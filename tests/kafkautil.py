@@ -11,11 +11,11 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from archiver import format as fmt
-from archiver.layout import parse_key
-from archiver.runner import Archiver, Summary
-from archiver.settings import Settings, load_settings
-from archiver.storage import Storage, open_storage
+from eventvault import format as fmt
+from eventvault.archiver.runner import Archiver, Summary
+from eventvault.layout import parse_file_key
+from eventvault.settings import Settings, load_settings
+from eventvault.storage import Storage, open_storage
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -91,7 +91,7 @@ def read_archive(store: Storage, topic: str | None = None) -> list[dict[str, Any
     """Every row of the archive, with topic, hour and file key."""
     rows = []
     for key in store.list(f"topic={topic}/" if topic else ""):
-        ref = parse_key(key)
+        ref = parse_file_key(key)
         assert ref is not None, f"unexpected object {key}"
         for row in fmt.decode(store.get(key)).to_pylist():
             rows.append({**row, "topic": ref.topic, "hour": ref.hour, "file": key})

@@ -12,9 +12,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from tests.cliutil import run_cli
 from tests.kafkautil import Rec, archive_once, create_topic, kcat_produce_null_record, produce
 from tests.kafkautil import settings as archive_settings
-from tests.test_cli import run_cli
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import REGISTRY
 
-from archiver.layout import HIVE_NULL
-from archiver.runner import Archiver
-from archiver.storage import LocalStorage, open_storage
+from eventvault.archiver.runner import Archiver
+from eventvault.layout import HIVE_NULL
+from eventvault.storage import LocalStorage, open_storage
 from tests.kafkautil import Rec, archive_once, create_topic, produce, read_archive, settings
 
 pytestmark = pytest.mark.integration

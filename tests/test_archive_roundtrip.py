@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archiver.layout import HIVE_NULL, hour_of
-from archiver.storage import open_storage
+from eventvault.layout import HIVE_NULL, hour_of
+from eventvault.storage import open_storage
 from tests.kafkautil import (
     Rec,
     archive_once,

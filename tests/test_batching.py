@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from archiver.batching import Limits, PartitionState, relieve_memory
-from archiver.eventtime import EventTimeSpec
-from archiver.layout import hours_of
-from archiver.progress import Cut, Progress
+from eventvault.archiver.batching import Limits, PartitionState, relieve_memory
+from eventvault.eventtime import EventTimeSpec
+from eventvault.layout import hours_of
+from eventvault.progress import Cut, Progress
 
 
 def _state(partition: int, sizes: dict[int, int]) -> PartitionState:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -15,17 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from archiver.storage import LocalStorage
+from eventvault.storage import LocalStorage
 from infra.kafka_local import free_port
+from tests.cliutil import run_cli, start_cli
 from tests.kafkautil import Rec, create_topic, produce, read_archive
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTVAULT_")}
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "archiver.cli", *args], check=False, env=full_env,
-                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize(("env", "args", "needle"), [
@@ -104,13 +95,11 @@ def test_metrics_are_served_and_sigterm_exits_cleanly(kafka_bootstrap: str,
     create_topic(kafka_bootstrap, topic)
     produce(kafka_bootstrap, topic, [Rec(0, b"k", b"v") for _ in range(10)])
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTVAULT_")}
-    env.update({"EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-                "EVENTVAULT_STORAGE__URL": f"file://{tmp_path}/a",
-                "EVENTVAULT_ARCHIVE__IDLE_SECONDS": "0.5"})
-    proc = subprocess.Popen([sys.executable, "-m", "archiver.cli", "archive", "--topic", topic,
-                             "--metrics-port", str(port)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    env = {"EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "EVENTVAULT_STORAGE__URL": f"file://{tmp_path}/a",
+           "EVENTVAULT_ARCHIVE__IDLE_SECONDS": "0.5"}
+    proc = start_cli("archive", "--topic", topic, "--metrics-port", str(port), env=env,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         text = ""
         deadline = time.monotonic() + 60

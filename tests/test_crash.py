@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,9 +21,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from archiver.errors import StorageError
-from archiver.settings import StorageSettings
-from archiver.storage import open_storage
+from eventvault.errors import StorageError
+from eventvault.settings import StorageSettings
+from eventvault.storage import open_storage
+from tests.cliutil import start_cli
 from tests.faulty_s3 import FaultyS3
 from tests.kafkautil import archive_once, create_topic, read_archive, settings
 
@@ -45,11 +44,8 @@ def archiver_env(bootstrap: str, url: str, topic: str, **archive: str) -> dict[s
 
 
 def start_archiver(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("EVENTVAULT_")}
-    full.update(env)
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "archiver.cli", "archive"], env=full,
-                                stdout=out, stderr=out)
+        return start_cli("archive", env=env, stdout=out, stderr=out)
 
 
 class Producer(threading.Thread):

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from archiver.eventtime import EventTimeSpec, event_time_us
-from archiver.layout import hour_of
+from eventvault.eventtime import EventTimeSpec, event_time_us
+from eventvault.layout import hour_of
 
 JSON = EventTimeSpec("a.b")
 

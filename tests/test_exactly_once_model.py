@@ -1,4 +1,4 @@
-"""The exactly-once protocol of archiver.batching, driven through crashes by Hypothesis.
+"""The exactly-once protocol of eventvault.archiver.batching, driven through crashes by Hypothesis.
 
 A model of the runner: every roll is committed as an intent (progress with its cut) before its
 file is written; uploads, commits, idle rolls, memory-pressure rolls and crashes interleave at
@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archiver import progress as prog
-from archiver.batching import Limits, PartitionState, Roll
-from archiver.layout import Hour
-from archiver.progress import Cut, Progress
+from eventvault.archiver.batching import Limits, PartitionState, Roll
+from eventvault.layout import Hour
+from eventvault.progress import Cut, Progress, decode_progress, encode_progress
 
 HOURS: list[Hour] = [None, 9, 10, 11]
 
@@ -50,8 +49,9 @@ class World:
         self.restart()
 
     def restart(self) -> None:
-        text = prog.encode(self.committed)
-        self.state = PartitionState("t", 0, prog.decode(self.committed.offset, text), self.limits)
+        text = encode_progress(self.committed)
+        self.state = PartitionState("t", 0, decode_progress(self.committed.offset, text),
+                                    self.limits)
         self.pos = next((i for i, (o, _) in enumerate(self.records)
                          if o >= self.committed.offset), len(self.records))
 

@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 from hypothesis import given
 from hypothesis import strategies as st
 
-from archiver import format as fmt
+from eventvault import format as fmt
+from eventvault.times import timestamp_us
 
 headers = st.lists(st.tuples(st.text(max_size=10), st.none() | st.binary(max_size=10)),
                    max_size=5)
@@ -20,12 +21,7 @@ def test_round_trip(records: list[tuple[bytes | None, bytes | None,
                                         list[tuple[str, bytes | None]], int]]) -> None:
     cols = fmt.Columns(7)
     for i, (key, value, hdrs, ts) in enumerate(records):
-        cols.offsets.append(100 + i)
-        cols.timestamps_us.append(fmt.timestamp_us(ts))
-        cols.timestamp_types.append("CreateTime")
-        cols.keys.append(key)
-        cols.values.append(value)
-        cols.headers.append(hdrs)
+        cols.append(100 + i, timestamp_us(ts), "CreateTime", key, value, hdrs)
     data = fmt.encode(fmt.to_table(cols))
     table = fmt.decode(data)
     # Python datetimes stop at years 1..9999; Kafka timestamps do not: compare as int64.
@@ -56,5 +52,5 @@ def test_schema_is_the_documented_contract() -> None:
 
 
 def test_timestamps_beyond_the_microsecond_range_are_clamped() -> None:
-    assert fmt.timestamp_us(2**63 - 1) == (2**63 - 1) // 1000 * 1000
-    assert fmt.timestamp_us(-(2**63)) == -((2**63 - 1) // 1000) * 1000
+    assert timestamp_us(2**63 - 1) == (2**63 - 1) // 1000 * 1000
+    assert timestamp_us(-(2**63)) == -((2**63 - 1) // 1000) * 1000

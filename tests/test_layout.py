@@ -7,16 +7,16 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from archiver.layout import (
+from eventvault.layout import (
     HIVE_NULL,
     MAX_HOUR,
-    US_PER_HOUR,
     FileRef,
     file_name,
     hour_dir,
     hour_of,
-    parse_key,
+    parse_file_key,
 )
+from eventvault.times import US_PER_HOUR
 
 topics = st.from_regex(r"[A-Za-z0-9._-]{1,40}", fullmatch=True)
 hours = st.none() | st.integers(0, MAX_HOUR)
@@ -26,7 +26,7 @@ offsets = st.integers(0, 2**63 - 1)
 @given(topics, hours, st.integers(0, 99_999), offsets, offsets)
 def test_key_round_trip(topic: str, hour: int | None, partition: int, a: int, b: int) -> None:
     ref = FileRef(topic, hour, partition, min(a, b), max(a, b))
-    assert parse_key(ref.key) == ref
+    assert parse_file_key(ref.key) == ref
 
 
 @given(st.integers(0, 10_000), st.lists(offsets, min_size=2, max_size=20, unique=True))
@@ -51,5 +51,5 @@ def test_unknown_event_times_go_to_the_hive_null_partition() -> None:
 
 
 def test_foreign_keys_are_not_parsed() -> None:
-    assert parse_key("topic=t/date=2026-01-01/hour=01/notes.txt") is None
-    assert parse_key("something/else.parquet") is None
+    assert parse_file_key("topic=t/date=2026-01-01/hour=01/notes.txt") is None
+    assert parse_file_key("something/else.parquet") is None

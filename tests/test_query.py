@@ -13,11 +13,11 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from archiver.query import connect
-from archiver.querysql import quote_ident
-from archiver.settings import StorageSettings
+from eventvault.query.engine import connect
+from eventvault.query.sql import quote_ident
+from eventvault.settings import StorageSettings
+from tests.cliutil import run_cli
 from tests.kafkautil import Rec, archive_once, create_topic, produce, settings
-from tests.test_cli import run_cli
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from archiver.querysql import glob, quote_ident, secret_sql, setup_sql
-from archiver.settings import StorageSettings
+from eventvault.query.sql import glob, quote_ident, secret_sql, setup_sql
+from eventvault.settings import StorageSettings
 
 
 def test_identifiers_and_globs() -> None:

@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from tests.cliutil import start_cli
 from tests.kafkautil import Rec, create_topic
 from tests.replayutil import archived_topic, kcat_read, replay
 
@@ -26,10 +26,8 @@ N = 8000
 
 
 def _start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("EVENTVAULT_")}
-    return subprocess.Popen([sys.executable, "-m", "archiver.cli", "replay", *args],
-                            env={**full, **env}, cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    return start_cli("replay", *args, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
 
 
 def test_kill_9_and_resume_is_exactly_once(kafka_bootstrap: str, tmp_path: Path) -> None:

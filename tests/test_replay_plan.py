@@ -1,4 +1,4 @@
-"""The pure core of replay: file selection, clusters, partitioners, progress, plan, preflight."""
+"""The pure core of replay: file selection, clusters, partitioners, checkpoint, plan, preflight."""
 
 from __future__ import annotations
 
@@ -9,22 +9,15 @@ from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from archiver.layout import FileRef
-from replay.plan import (
-    Plan,
-    Selection,
-    Target,
-    clusters,
-    decode_progress,
-    encode_progress,
-    murmur2,
-    partitioner,
-    select_files,
-)
-from replay.preflight import preflight
-from replay.runner import Pacing
-from replay.source import PartitionSummary
-from replay.target import TargetInfo
+from eventvault.kafka import TopicInfo
+from eventvault.layout import FileRef
+from eventvault.query.selection import Selection, clusters, select_files
+from eventvault.replay.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from eventvault.replay.partitioning import murmur2, partitioner
+from eventvault.replay.plan import Plan, Target
+from eventvault.replay.preflight import preflight
+from eventvault.replay.producer import Pacing
+from eventvault.replay.source import PartitionSummary
 
 # org.apache.kafka.common.utils.UtilsTest#testMurmur2
 JAVA = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536,
@@ -82,9 +75,9 @@ def test_select_files_by_partition_offsets_and_hours() -> None:
        st.integers(1, 9), st.integers(1, 10**6))
 def test_progress_round_trips_across_target_partitions(
         offsets: dict[int, int], count: int, seq: int) -> None:
-    metadata = [encode_progress(seq, offsets, t, count) for t in range(count)]
-    assert decode_progress(metadata) == (seq if offsets or count else 0, offsets)
-    assert decode_progress([]) == (0, {})
+    metadata = [encode_checkpoint(seq, offsets, t, count) for t in range(count)]
+    assert decode_checkpoint(metadata) == Checkpoint(seq if offsets or count else 0, offsets)
+    assert decode_checkpoint([]) == Checkpoint(0, {})
 
 
 def test_plan_json_round_trip() -> None:
@@ -95,7 +88,7 @@ def test_plan_json_round_trip() -> None:
 
 
 def test_preflight() -> None:
-    info = TargetInfo("dst", 2, 10_000, "CreateTime", 86_400_000, 2**63 - 1, 3_600_000)
+    info = TopicInfo("dst", 2, 10_000, "CreateTime", 86_400_000, 2**63 - 1, 3_600_000)
     now = 1_800_000_000_000
     fresh = PartitionSummary(0, 10, 0, 9, (now - 1000) * 1000, now * 1000, 100, 50, 3)
     assert preflight(info, Target("dst"), "src", [fresh], now, force=False) == []
@@ -112,7 +105,7 @@ def test_preflight() -> None:
     assert "after.max.ms" in preflight(info, Target("dst"), "src", [future], now, False)[0].message
     assert preflight(None, Target("dst"), "src", [], now, False)[0].fatal
     many = [PartitionSummary(p, 1, 0, 0, now * 1000, now * 1000, 1, 1, 0) for p in range(300)]
-    one = TargetInfo("dst", 1, 10_000, "CreateTime", -1, 2**63 - 1, 2**63 - 1)
+    one = TopicInfo("dst", 1, 10_000, "CreateTime", -1, 2**63 - 1, 2**63 - 1)
     assert "offset.metadata.max.bytes" in preflight(one, Target("dst", "key"), "src", many, now,
                                                     False)[0].message
     assert preflight(info, Target("dst", "key"), "src", many[:100], now, False) == []

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from archiver.errors import ConfigError
-from archiver.settings import load_settings
+from eventvault.errors import ConfigError
+from eventvault.settings import load_settings
 
 
 def test_precedence_and_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from archiver.settings import StorageSettings
-from archiver.storage import LocalStorage, Storage, open_storage
+from eventvault.settings import StorageSettings
+from eventvault.storage import LocalStorage, Storage, open_storage
 
 
 def _exercise(store: Storage) -> None:

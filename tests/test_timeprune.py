@@ -17,18 +17,19 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from archiver import format as fmt
-from archiver import timeprune
-from archiver.batching import Roll
-from archiver.encoder import write_file
-from archiver.layout import EPOCH, hour_of
-from archiver.progress import Cut
-from archiver.query import connect, pruned
-from archiver.settings import StorageSettings
-from archiver.storage import LocalStorage
+from eventvault import format as fmt
+from eventvault.archiver.batching import Roll
+from eventvault.archiver.encoder import write_file
+from eventvault.layout import hour_of
+from eventvault.progress import Cut
+from eventvault.query import timeprune
+from eventvault.query.engine import connect, pruned
+from eventvault.settings import StorageSettings
+from eventvault.storage import LocalStorage
+from eventvault.times import EPOCH, MS_PER_HOUR, timestamp_us
 
 H0 = 494_000  # an hour in 2026
-HOUR_MS = 3_600_000
+HOUR_MS = MS_PER_HOUR
 TIMES_MS = sorted({(H0 + h) * HOUR_MS + d for h in range(4) for d in (0, 1, HOUR_MS - 1)}
                   | {0, -5_000, HOUR_MS})
 TOPICS = {"t.x": 0, "json-time": 5}  # event time = record time + this many hours
@@ -47,12 +48,7 @@ def _write(root: Path) -> None:
     for topic, partition, offset, ts in _rows():
         event_us = None if ts < 0 else (ts + TOPICS[topic] * HOUR_MS) * 1000
         cols = files.setdefault((topic, partition, hour_of(event_us)), fmt.Columns(partition))
-        cols.offsets.append(offset)
-        cols.timestamps_us.append(fmt.timestamp_us(ts))
-        cols.timestamp_types.append("CreateTime")
-        cols.keys.append(None)
-        cols.values.append(b"{}")
-        cols.headers.append(())
+        cols.append(offset, timestamp_us(ts), "CreateTime", None, b"{}", ())
     for (topic, partition, hour), cols in files.items():
         cut = Cut(cols.offsets[0], cols.offsets[-1], hour)
         write_file(storage, Roll(topic, partition, cut, cols, rebuilt=False), 1)

@@ -10,7 +10,9 @@ default)::
 
     ev1|<spec hash>|<hour>:<first - offset>:<last - first>;...
 
-with ``n`` for the unknown hour. Pure functions only.
+with ``n`` for the unknown hour. Pure functions only. The codec is part of the core, not of the
+archiver, because every job that must not race the archiver (erasure, retention, verify)
+reads the recorded cuts too.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from archiver.errors import ArchiveStateError
-from archiver.layout import Hour
+from eventvault.errors import ArchiveStateError
+from eventvault.layout import Hour
 
 MAGIC = "ev1"
 MAX_METADATA_CHARS = 3800
@@ -52,7 +54,7 @@ def spec_hash(fingerprint: str) -> str:
     return hashlib.sha256(fingerprint.encode()).hexdigest()[:8]
 
 
-def encode(progress: Progress) -> str:
+def encode_progress(progress: Progress) -> str:
     """Metadata text for a progress; raises if it would not fit the broker's limit."""
     parts = []
     for cut in sorted(progress.cuts):
@@ -66,7 +68,7 @@ def encode(progress: Progress) -> str:
     return text
 
 
-def decode(offset: int, text: str | None) -> Progress:
+def decode_progress(offset: int, text: str | None) -> Progress:
     """Progress from a committed offset and its metadata ('' or None: no cuts recorded)."""
     if not text:
         return Progress(offset)

@@ -14,16 +14,15 @@ zero-padded so that names sort in offset order; the same records always get the 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from archiver.eventtime import EventTimeSpec, event_time_us
+from eventvault.eventtime import EventTimeSpec, event_time_us
+from eventvault.times import EPOCH, MS_PER_HOUR, US_PER_HOUR
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
-US_PER_HOUR = 3_600_000_000
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The last hour whose date has four digits (9999-12-31T23).
 MAX_HOUR = int((datetime(9999, 12, 31, 23, tzinfo=UTC) - EPOCH).total_seconds()) // 3600
 _FILE_RE = re.compile(r"^(?P<p>\d{5})-(?P<s>\d{20})-(?P<e>\d{20})\.parquet$")
@@ -32,7 +31,7 @@ _KEY_RE = re.compile(
     r"/hour=(?P<hour>\d{2}|" + HIVE_NULL + r")/(?P<file>[^/]+)$"
 )
 
-_MAX_TS_MS = (MAX_HOUR + 1) * 3_600_000 - 1
+_MAX_TS_MS = (MAX_HOUR + 1) * MS_PER_HOUR - 1
 
 Hour = int | None
 """An event-time bucket: whole hours since the Unix epoch (UTC), or None when unknown."""
@@ -75,7 +74,7 @@ def hour_of(event_us: int | None) -> Hour:
 def hours_of(spec: EventTimeSpec, records: Sequence[Timed]) -> list[Hour]:
     """The hour bucket of each record: its timestamp's, or its JSON event time's."""
     if spec.field is None:
-        return [ts // 3_600_000 if 0 <= ts <= _MAX_TS_MS else None
+        return [ts // MS_PER_HOUR if 0 <= ts <= _MAX_TS_MS else None
                 for ts in (r.timestamp for r in records)]
     return [hour_of(event_time_us(spec, r.timestamp, r.value)) for r in records]
 
@@ -93,7 +92,17 @@ def file_name(partition: int, first_offset: int, last_offset: int) -> str:
     return f"{partition:05d}-{first_offset:020d}-{last_offset:020d}.parquet"
 
 
-def parse_key(key: str) -> FileRef | None:
+def topic_prefix(topic: str) -> str:
+    """The key prefix of every archive file of ``topic``."""
+    return f"topic={topic}/"
+
+
+def file_refs(keys: Iterable[str]) -> list[FileRef]:
+    """The archive files among object keys (other objects are skipped)."""
+    return [ref for ref in map(parse_file_key, keys) if ref is not None]
+
+
+def parse_file_key(key: str) -> FileRef | None:
     """Parse an object key written by :func:`FileRef.key`; None for anything else."""
     m = _KEY_RE.match(key)
     if not m:

@@ -3,7 +3,7 @@
 Sources, strongest first: environment variables ``EVENTVAULT_<SECTION>__<KEY>`` (lists and
 tables as JSON), then ``eventvault.toml`` in the working directory or ``--config PATH``, then
 defaults. :func:`load_settings` turns every validation problem into one
-:class:`~archiver.errors.ConfigError` line that names the setting.
+:class:`~eventvault.errors.ConfigError` line that names the setting.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from archiver.errors import ConfigError
-from archiver.eventtime import EventTimeSpec, TimeFormat
+from eventvault.errors import ConfigError
+from eventvault.eventtime import EventTimeSpec, TimeFormat
 
 DEFAULT_CONFIG = Path("eventvault.toml")
 
@@ -70,9 +70,28 @@ class StorageSettings(_Section):
     sse_kms_key_id: str | None = None
     max_attempts: int = Field(10, ge=1, le=100)
 
+    @property
+    def scheme(self) -> str:
+        """The URL scheme, ``s3`` or ``file`` (a plain path is a ``file`` URL)."""
+        return self.url.split("://", 1)[0] if "://" in self.url else "file"
+
+    @property
+    def is_s3(self) -> bool:
+        """Whether the archive is in S3 (or a server that speaks its API)."""
+        return self.scheme == "s3"
+
+    def bucket_and_prefix(self) -> tuple[str, str]:
+        """For ``s3://bucket/prefix/``: the bucket and the prefix without slashes around it."""
+        bucket, _, prefix = self.url.removeprefix("s3://").partition("/")
+        return bucket, prefix.strip("/")
+
+    def local_root(self) -> Path:
+        """For a ``file://`` URL or a plain path: the directory, absolute."""
+        return Path(self.url.removeprefix("file://")).expanduser().absolute()
+
     @model_validator(mode="after")
     def _check(self) -> StorageSettings:
-        scheme = self.url.split("://", 1)[0] if "://" in self.url else "file"
+        scheme = self.scheme
         if scheme not in ("s3", "file"):
             raise ValueError(f"storage.url scheme {scheme!r} is not s3:// or file://")
         if scheme == "s3" and not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",

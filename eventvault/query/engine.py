@@ -1,7 +1,8 @@
-"""``eventvault query``: DuckDB over the archive (the only module that touches duckdb).
+"""DuckDB over the archive: the only module that imports duckdb.
 
-httpfs is loaded from the ``duckdb-extension-httpfs`` package's installed path; DuckDB never
-downloads anything. S3 credentials are those the archiver uses (settings, else boto3's chain).
+``eventvault query``, ``show`` and replay read the archive through these functions. httpfs is
+loaded from the ``duckdb-extension-httpfs`` package's installed path; DuckDB never downloads
+anything. S3 credentials are those the archiver uses (eventvault.storage finds them).
 """
 
 from __future__ import annotations
@@ -9,26 +10,20 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import boto3
 import duckdb
+import pyarrow as pa
 
-from archiver import timeprune
-from archiver.errors import EventVaultError
-from archiver.querysql import quote_literal, setup_sql
-from archiver.settings import ArchiveSettings, StorageSettings
-from archiver.storage import open_storage
+from eventvault.errors import QueryError
+from eventvault.query import timeprune
+from eventvault.query.sql import quote_literal, setup_sql
+from eventvault.settings import ArchiveSettings, StorageSettings
+from eventvault.storage import open_storage, s3_credentials
 
 Format = Literal["table", "csv", "json", "parquet"]
-
-
-class QueryError(EventVaultError):
-    """DuckDB refused the query; the message is DuckDB's."""
-
-    exit_code = 1
 
 
 def httpfs_path() -> str:
@@ -41,38 +36,33 @@ def httpfs_path() -> str:
     return str(files[-1])
 
 
-def _credentials(storage: StorageSettings) -> tuple[str | None, str | None]:
-    if storage.access_key_id:
-        secret = storage.secret_access_key
-        return storage.access_key_id, secret.get_secret_value() if secret else None
-    found = boto3.Session().get_credentials()
-    if found is None:
-        return None, None
-    frozen = found.get_frozen_credentials()
-    return frozen.access_key, frozen.secret_key
-
-
 def setup(storage: StorageSettings, *, for_print: bool = False,
           topics: Sequence[str] | None = None) -> list[str]:
     """The setup statements for ``storage``'s archive (``topics``: listed if not given)."""
     if topics is None:
         topics = open_storage(storage).topics()
-    is_s3 = storage.url.startswith("s3://")
     key_id, secret = (None, None)
-    if is_s3 and not for_print:
-        key_id, secret = _credentials(storage)
-    elif is_s3 and storage.access_key_id:
+    if storage.is_s3 and not for_print:
+        key_id, secret = s3_credentials(storage)
+    elif storage.is_s3 and storage.access_key_id:
         key_id = storage.access_key_id  # printed with a placeholder for the secret
-    return setup_sql(storage, topics, httpfs_path() if is_s3 else None, key_id, secret)
+    return setup_sql(storage, topics, httpfs_path() if storage.is_s3 else None, key_id, secret)
 
 
-def connect(storage: StorageSettings,
-            topics: Sequence[str] | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the archive's views."""
+def connect(storage: StorageSettings, topics: Sequence[str] | None = None, *,
+            memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the archive's views (``topics``: listed if not given).
+
+    ``memory_limit`` bounds DuckDB's memory (it spills sorts to disk beyond it) and keeps rows
+    in insertion order, as streaming readers need.
+    """
     con = duckdb.connect(config={"autoinstall_known_extensions": False,
                                  "autoload_known_extensions": False})
     try:
         con.execute("SET TimeZone = 'UTC'")  # times print in UTC, whatever the machine's zone
+        if memory_limit:
+            con.execute(f"SET memory_limit = {quote_literal(memory_limit)}")
+            con.execute("SET preserve_insertion_order = true")
         for statement in setup(storage, topics=topics):
             con.execute(statement)
     except duckdb.Error as exc:
@@ -80,16 +70,27 @@ def connect(storage: StorageSettings,
     return con
 
 
-def fetch(storage: StorageSettings, sql: str, params: list[Any],
-          topics: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
-    """Rows of a parameterised query over the archive (``topics``: if already listed)."""
-    con = connect(storage, topics)
+def _first_line(exc: duckdb.Error) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any], *,
+          context: str = "") -> list[tuple[Any, ...]]:
+    """All rows of a parameterised query (``context`` prefixes DuckDB's message on failure)."""
     try:
         return con.execute(sql, params).fetchall()
     except duckdb.Error as exc:
-        raise QueryError(str(exc).splitlines()[0]) from exc
-    finally:
-        con.close()
+        raise QueryError(f"{context}{_first_line(exc)}") from exc
+
+
+def record_batches(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any], rows: int, *,
+                   context: str = "") -> Iterator[pa.RecordBatch]:
+    """The rows of a parameterised query as Arrow batches of at most ``rows`` rows."""
+    try:
+        reader = con.execute(sql, params).fetch_record_batch(rows)
+    except duckdb.Error as exc:
+        raise QueryError(f"{context}{_first_line(exc)}") from exc
+    yield from reader
 
 
 _EXPLAIN = re.compile(r"\s*EXPLAIN(\s+ANALYZE)?\s+", re.IGNORECASE)
@@ -154,7 +155,7 @@ def run(storage: StorageSettings, sql: str, fmt: Format, output: Path | None,
     try:
         _write(con, sql, fmt, output)
     except duckdb.Error as exc:
-        raise QueryError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+        raise QueryError(_first_line(exc)) from exc
     finally:
         con.close()
 

@@ -83,26 +83,30 @@ def serve_metrics(host: str, port: int) -> None:
     event("metrics served", host=host, port=port)
 
 
-class Progress:
-    """A progress bar on a terminal for bounded runs; silent otherwise."""
+class ProgressBar:
+    """A progress bar on a terminal for long work; silent otherwise (and when not enabled)."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool = True, description: str = "archiving",
+                 total: int | None = None) -> None:
         self._bar: tqdm[Any] | None = None
         self._enabled = enabled and sys.stderr.isatty()
+        self._description = description
+        if total is not None:
+            self.total(total)
 
     def total(self, records: int) -> None:
         """Set (or raise) the number of records expected."""
         if not self._enabled:
             return
         if self._bar is None:
-            self._bar = tqdm(total=records, unit="rec", unit_scale=True, desc="archiving",
-                             file=sys.stderr, dynamic_ncols=True)
+            self._bar = tqdm(total=records, unit="rec", unit_scale=True,
+                             desc=self._description, file=sys.stderr, dynamic_ncols=True)
         else:
             self._bar.total = max(self._bar.total or 0, records)
             self._bar.refresh()
 
     def advance(self, records: int) -> None:
-        """Count records read."""
+        """Count records done."""
         if self._bar is not None:
             self._bar.update(records)
 
@@ -110,3 +114,9 @@ class Progress:
         """Remove the bar."""
         if self._bar is not None:
             self._bar.close()
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

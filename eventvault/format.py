@@ -1,13 +1,15 @@
-"""The archive's Parquet format: schema, building tables from buffered records, encoding.
+"""The archive's Parquet schemas: archive files, and the tables kept beside them.
 
 This module is the contract that query, replay, erasure and compaction read; docs/FORMAT.md
-describes it for people. One row per Kafka record; rows sorted by (partition, offset).
+describes it for people. An archive file has one row per Kafka record, sorted by (partition,
+offset). Replay's offset maps are Parquet too, and get their schema here as well, so that
+every Parquet file eventvault writes is defined in one place.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -28,13 +30,12 @@ SCHEMA = pa.schema([
              nullable=False),
 ])
 COLUMNS = tuple(SCHEMA.names)
-_MAX_MS = (2**63 - 1) // 1000
+OFFSET_MAP_SCHEMA = pa.schema([
+    ("source_partition", pa.int32()), ("source_offset", pa.int64()),
+    ("target_partition", pa.int32()), ("target_offset", pa.int64()),
+])
+"""A replay's offset map: where each replayed record landed (docs/REPLAY.md)."""
 Header = tuple[str, bytes | None]
-
-
-def timestamp_us(timestamp_ms: int) -> int:
-    """A Kafka timestamp in ms as µs; clamped to the int64 µs range (year ±294,000)."""
-    return max(-_MAX_MS, min(timestamp_ms, _MAX_MS)) * 1000
 
 
 @dataclass
@@ -51,6 +52,16 @@ class Columns:
 
     def __len__(self) -> int:
         return len(self.offsets)
+
+    def append(self, offset: int, timestamp_us: int, timestamp_type: str, key: bytes | None,
+               value: bytes | None, headers: Sequence[Header]) -> None:
+        """Add one record (offsets must increase)."""
+        self.offsets.append(offset)
+        self.timestamps_us.append(timestamp_us)
+        self.timestamp_types.append(timestamp_type)
+        self.keys.append(key)
+        self.values.append(value)
+        self.headers.append(headers)
 
 
 def to_table(cols: Columns) -> pa.Table:
@@ -106,3 +117,15 @@ def decode(data: bytes) -> pa.Table:
     """Read one archive file's bytes back into a table with the archive schema."""
     table = pq.read_table(io.BytesIO(data))
     return table.select(list(COLUMNS)).cast(SCHEMA)
+
+
+def encode_rows(schema: pa.Schema, columns: Mapping[str, Sequence[object]]) -> bytes:
+    """Zstd Parquet bytes of a small table kept beside the archive (offset maps)."""
+    sink = io.BytesIO()
+    pq.write_table(pa.table(dict(columns), schema=schema), sink, compression="zstd")
+    return sink.getvalue()
+
+
+def decode_rows(schema: pa.Schema, data: bytes) -> pa.Table:
+    """A table written by :func:`encode_rows`, with ``schema``."""
+    return pq.read_table(io.BytesIO(data)).cast(schema)

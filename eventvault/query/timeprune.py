@@ -9,7 +9,7 @@ implies the same with ``<=`` and X minus one microsecond. Adding implied predica
 WHERE clause never changes a result; it only lets DuckDB skip the files of other hours.
 
 Pure functions over the JSON syntax tree of DuckDB's ``json_serialize_sql``; the adapter
-(archiver.query) parses and prints. Recognised forms: ``=``, ``<``, ``<=``, ``>``, ``>=``
+(eventvault.query.engine) parses and prints. Recognised forms: ``=``, ``<``, ``<=``, ``>``, ``>=``
 (either side) and ``BETWEEN`` between a ``timestamp`` column and an expression without
 columns, subqueries or parameters, in the WHERE clause of a SELECT whose FROM names archive
 views. Anything else is left as written.
@@ -22,6 +22,8 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from eventvault.query.sql import quote_literal
 
 Node = dict[str, Any]
 Parse = Callable[[str], Node]  # one SELECT statement's SQL -> its "node"
@@ -113,7 +115,7 @@ def _bounds(conjunct: Node, bindings: Mapping[str, str],
 
 def _kept_sql(kept: tuple[str, ...]) -> str:
     """``q.topic IN (...)``: the topics whose files time bounds must not rule out."""
-    return "q.topic IN (" + ", ".join("'" + t.replace("'", "''") + "'" for t in kept) + ")"
+    return "q.topic IN (" + ", ".join(map(quote_literal, kept)) + ")"
 
 
 def _template(op: str, kept: tuple[str, ...]) -> str:

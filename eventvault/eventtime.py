@@ -1,7 +1,7 @@
 """Event time of a record: its Kafka timestamp by default, or a JSON field of its value.
 
 Pure functions. The result is microseconds since the epoch (UTC) or None when the event time
-is missing, negative or unparsable; such records are still archived (see archiver.layout).
+is missing, negative or unparsable; such records are still archived (see eventvault.layout).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import orjson
+
+from eventvault.times import EPOCH
 
 TimeFormat = Literal["auto", "iso8601", "epoch_s", "epoch_ms", "epoch_us"]
 _SCALE = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}
@@ -79,5 +81,5 @@ def _parse_iso(text: str) -> int | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    delta = moment - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds

@@ -42,8 +42,11 @@ class StorageError(EventVaultError):
     exit_code = 3
 
 
-class KafkaError(EventVaultError):
-    """Talking to Kafka failed, or Kafka refused what we asked."""
+class BrokerError(EventVaultError):
+    """Talking to Kafka failed, or Kafka refused what we asked (a missing topic, a group).
+
+    Named apart from aiokafka's own ``KafkaError``, which the Kafka adapter turns into this.
+    """
 
     exit_code = 4
 
@@ -52,3 +55,9 @@ class ArchiveStateError(EventVaultError):
     """The archiver's recorded progress cannot be used safely (see docs/EXACTLY_ONCE.md)."""
 
     exit_code = 5
+
+
+class QueryError(EventVaultError):
+    """DuckDB refused a query over the archive; the message is DuckDB's."""
+
+    exit_code = 1

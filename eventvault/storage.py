@@ -4,8 +4,9 @@ The archiver needs only whole-object writes that are atomic (a reader sees the o
 no object, or the whole new one), existence checks, reads and listings. Local writes go to a
 temporary file that is fsynced and renamed; S3 PUTs are atomic by nature. S3 goes through boto3
 with an optional endpoint (moto, MinIO), adaptive retries with backoff on throttling and 5xx,
-and optional server-side encryption. This module and archiver.kafka are the only ones that
-touch boto3 and the file system for archive data.
+and optional server-side encryption. This is the only module that imports boto3, and the only
+one that reads or writes archive objects (the query engine reads Parquet through DuckDB, given
+the URLs and credentials this module hands it).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from archiver.errors import StorageError
-from archiver.settings import StorageSettings
+from eventvault.errors import StorageError
+from eventvault.settings import StorageSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -59,11 +60,10 @@ class Storage(Protocol):
 
 def open_storage(settings: StorageSettings) -> Storage:
     """The storage for ``settings.url``: ``s3://bucket/prefix``, ``file://path`` or a path."""
-    url = settings.url
-    if url.startswith("s3://"):
-        bucket, _, prefix = url[5:].partition("/")
-        return S3Storage(bucket, prefix.strip("/"), settings)
-    return LocalStorage(Path(url.removeprefix("file://")))
+    if settings.is_s3:
+        bucket, prefix = settings.bucket_and_prefix()
+        return S3Storage(bucket, prefix, settings)
+    return LocalStorage(settings.local_root())
 
 
 class LocalStorage:
@@ -220,3 +220,15 @@ def s3_client(settings: StorageSettings) -> S3Client:
                       connect_timeout=10, read_timeout=60,
                       s3={"addressing_style": "path"} if settings.endpoint_url else None),
     )
+
+
+def s3_credentials(settings: StorageSettings) -> tuple[str | None, str | None]:
+    """The access key id and secret that eventvault uses: from settings, else boto3's chain."""
+    if settings.access_key_id:
+        secret = settings.secret_access_key
+        return settings.access_key_id, secret.get_secret_value() if secret else None
+    found = boto3.Session().get_credentials()
+    if found is None:
+        return None, None
+    frozen = found.get_frozen_credentials()
+    return frozen.access_key, frozen.secret_key

@@ -9,9 +9,8 @@ spans all topics. Views add ``key_text``, ``value_text`` (NULL where not UTF-8) 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
-from archiver.settings import StorageSettings
+from eventvault.settings import StorageSettings
 
 HIVE_TYPES = "{'topic': VARCHAR, 'date': DATE, 'hour': INTEGER}"
 # value_json builds on value_text (a lateral alias): with decode() written twice, DuckDB 1.5.5
@@ -32,15 +31,21 @@ def quote_literal(text: str) -> str:
 
 def root_url(storage: StorageSettings) -> str:
     """The archive root as DuckDB reads it: ``s3://bucket/prefix`` or a local path."""
-    if storage.url.startswith("s3://"):
+    if storage.is_s3:
         return storage.url.rstrip("/")
-    return str(Path(storage.url.removeprefix("file://")).absolute())
+    return str(storage.local_root())
 
 
 def glob(storage: StorageSettings, topic: str | None = None) -> str:
     """The Parquet files of one topic, or of all."""
     folder = f"topic={topic}" if topic else "topic=*"
     return f"{root_url(storage)}/{folder}/*/*/*.parquet"
+
+
+def file_urls(storage: StorageSettings, keys: Sequence[str]) -> list[str]:
+    """The URLs DuckDB reads for archive object keys."""
+    root = root_url(storage)
+    return [f"{root}/{key}" for key in keys]
 
 
 def select_sql(files: str | Sequence[str]) -> str:
@@ -61,7 +66,7 @@ def secret_sql(storage: StorageSettings, key_id: str | None, secret: str | None)
 
     Without a key id, DuckDB's own credential chain (its aws extension) finds credentials.
     """
-    if not storage.url.startswith("s3://"):
+    if not storage.is_s3:
         return None
     parts = ["TYPE s3"]
     if key_id:
@@ -82,7 +87,7 @@ def setup_sql(storage: StorageSettings, topics: Sequence[str], httpfs_path: str 
               key_id: str | None = None, secret: str | None = None) -> list[str]:
     """Every statement that makes ``topics`` and ``events`` queryable."""
     out = []
-    if storage.url.startswith("s3://"):
+    if storage.is_s3:
         out.append(f"LOAD {quote_literal(httpfs_path)};" if httpfs_path else "LOAD httpfs;")
         secret = secret_sql(storage, key_id, secret)
         if secret:
@@ -91,3 +96,9 @@ def setup_sql(storage: StorageSettings, topics: Sequence[str], httpfs_path: str 
     if topics:
         out.append(view_sql("events", glob(storage)))
     return out
+
+
+RECORD_BYTES_SQL = ("coalesce(octet_length(key), 0) + coalesce(octet_length(value), 0) + "
+                    "coalesce(list_sum(list_transform(headers, lambda h: "
+                    "octet_length(encode(h.key)) + coalesce(octet_length(h.value), 0))), 0)")
+"""A record's size as Kafka counts it: key, value, and header names and values."""

@@ -1,0 +1,55 @@
+"""Taking partitions over: their committed progress, checked before the archiver goes on.
+
+What the rebalance listener needs when partitions are assigned, apart from the archiver's own
+state: the progress the group committed (decoded), the check that the event-time setting did
+not change under recorded cuts, and the report of records that retention deleted before they
+were archived.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from eventvault import kafka, observe
+from eventvault.errors import ArchiveStateError
+from eventvault.kafka import TopicPartition
+from eventvault.progress import Progress, decode_progress
+from eventvault.settings import KafkaSettings
+
+
+def partition_name(tp: TopicPartition) -> str:
+    """``topic[partition]``, as logs and summaries name a partition."""
+    return f"{tp.topic}[{tp.partition}]"
+
+
+async def committed_progress(settings: KafkaSettings, group_id: str,
+                             tps: Iterable[TopicPartition]) -> dict[TopicPartition, Progress]:
+    """The committed progress of ``tps`` (partitions never committed are left out)."""
+    committed = await kafka.committed_offsets(settings, group_id, tps)
+    found = {}
+    for tp, (offset, metadata) in committed.items():
+        try:
+            found[tp] = decode_progress(offset, metadata)
+        except ValueError as exc:
+            raise ArchiveStateError(f"unreadable progress of {partition_name(tp)}: {exc}",
+                                    topic=tp.topic, partition=tp.partition) from exc
+    return found
+
+
+def check_event_time_setting(tp: TopicPartition, progress: Progress, hashed: str) -> None:
+    """Refuse a changed event-time setting while cuts of the partition are recorded."""
+    if progress.cuts and progress.spec_hash != hashed:
+        raise ArchiveStateError(
+            f"the event-time setting of topic {tp.topic} changed while files of "
+            f"partition {tp.partition} were in progress; restore the previous setting, "
+            "let one `eventvault archive --once` finish, then change it",
+            topic=tp.topic, partition=tp.partition)
+
+
+def report_retention_loss(tp: TopicPartition, resume: int, start: int) -> None:
+    """Log and count the records between ``resume`` and the log start that were never read."""
+    observe.event("records deleted by retention before they were archived",
+                  logging.ERROR, topic=tp.topic, partition=tp.partition,
+                  lost_from=resume, lost_to=start - 1, records=start - resume)
+    observe.LOST.labels(tp.topic, str(tp.partition)).inc(start - resume)

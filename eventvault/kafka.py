@@ -1,0 +1,193 @@
+"""The aiokafka adapter: clients built from settings, log offsets, group offsets, topics.
+
+The only module that imports aiokafka. The archiver and replay get their consumer, producer
+and admin lookups here, and the aiokafka names they handle (``TopicPartition``, the rebalance
+listener base, the errors a commit may meet) through the re-exports below. Failures become
+:class:`~eventvault.errors.BrokerError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+from aiokafka.errors import KafkaError as AIOKafkaError
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.structs import OffsetAndMetadata
+
+from eventvault.errors import BrokerError
+from eventvault.settings import KafkaSettings
+
+__all__ = ["COMMIT_REFUSED", "AIOKafkaError", "BatchBuilder", "IllegalStateError",
+           "OffsetAndMetadata", "RebalanceListener", "TopicInfo", "TopicPartition",
+           "client_options", "committed_offsets", "consumer", "describe_topic", "log_offsets",
+           "transactional_producer"]
+
+RebalanceListener = ConsumerRebalanceListener
+COMMIT_REFUSED = (CommitFailedError, RebalanceInProgressError, IllegalStateError)
+"""What a group commit raises when the group has moved on (a rebalance fenced it)."""
+_LONG_MAX = 2**63 - 1
+T = TypeVar("T")
+
+
+def client_options(settings: KafkaSettings) -> dict[str, Any]:
+    """Connection keyword arguments shared by aiokafka's consumer, producer and admin."""
+    opts: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": settings.client_id,
+        "security_protocol": settings.security_protocol,
+        "request_timeout_ms": settings.request_timeout_ms,
+    }
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        opts["ssl_context"] = _ssl_context(settings)
+    if settings.security_protocol.startswith("SASL"):
+        opts["sasl_mechanism"] = settings.sasl_mechanism
+        opts["sasl_plain_username"] = settings.sasl_username
+        opts["sasl_plain_password"] = (settings.sasl_password.get_secret_value()
+                                       if settings.sasl_password else None)
+    return opts
+
+
+def _ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(settings.ssl_cafile) if settings.ssl_cafile
+                                     else None)
+    ctx.check_hostname = settings.ssl_check_hostname
+    if settings.ssl_certfile:
+        password = (settings.ssl_key_password.get_secret_value() if settings.ssl_key_password
+                    else None)
+        ctx.load_cert_chain(str(settings.ssl_certfile),
+                            str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+                            password)
+    return ctx
+
+
+def consumer(settings: KafkaSettings, group_id: str, isolation_level: str,
+             fetch_max_bytes: int, session_timeout_ms: int = 10_000) -> AIOKafkaConsumer:
+    """A group consumer that never auto-commits and reads from the earliest offset."""
+    return AIOKafkaConsumer(
+        **client_options(settings),
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level=isolation_level,
+        fetch_max_bytes=fetch_max_bytes,
+        max_partition_fetch_bytes=min(fetch_max_bytes, 8 << 20),
+        fetch_max_wait_ms=200,
+        max_poll_interval_ms=600_000,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=max(300, session_timeout_ms // 3),
+    )
+
+
+def transactional_producer(settings: KafkaSettings, transactional_id: str,
+                           batch_bytes: int) -> AIOKafkaProducer:
+    """A transactional, idempotent producer (acks=all)."""
+    return AIOKafkaProducer(**client_options(settings), transactional_id=transactional_id,
+                            enable_idempotence=True, acks="all", linger_ms=5,
+                            max_batch_size=batch_bytes, max_request_size=max(batch_bytes, 1 << 20),
+                            transaction_timeout_ms=120_000)
+
+
+async def log_offsets(settings: KafkaSettings, partitions: list[TopicPartition],
+                      isolation_level: str) -> tuple[dict[TopicPartition, int],
+                                                     dict[TopicPartition, int]]:
+    """Beginning and end offsets of ``partitions``, read by a client of their own.
+
+    The end is the last stable offset when ``read_committed``. The group consumer's fetcher is
+    not asked, so that these lookups never interleave with its own position resets.
+    """
+    probe = AIOKafkaConsumer(**client_options(settings), isolation_level=isolation_level)
+    try:
+        await probe.start()
+        return (await probe.beginning_offsets(partitions), await probe.end_offsets(partitions))
+    except AIOKafkaError as exc:
+        raise BrokerError(f"cannot read offsets of {len(partitions)} partitions: {exc}",
+                          retriable=exc.retriable) from exc
+    finally:
+        await probe.stop()
+
+
+async def _admin(settings: KafkaSettings, what: str,
+                 call: Callable[[AIOKafkaAdminClient], Awaitable[T]], **attrs: Any) -> T:
+    """Run ``call`` on an admin client, as one BrokerError line if it fails.
+
+    Retriable errors (a coordinator still being elected, as on a fresh cluster) are retried
+    for up to the request timeout.
+    """
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    deadline = time.monotonic() + settings.request_timeout_ms / 1000
+    try:
+        await admin.start()
+        while True:
+            try:
+                return await call(admin)
+            except AIOKafkaError as exc:
+                if not exc.retriable or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+    except AIOKafkaError as exc:
+        raise BrokerError(f"cannot {what}: {exc}", retriable=exc.retriable, **attrs) from exc
+    finally:
+        await admin.close()
+
+
+async def committed_offsets(settings: KafkaSettings, group_id: str,
+                            partitions: Iterable[TopicPartition]) -> dict[TopicPartition,
+                                                                          tuple[int, str]]:
+    """(offset, metadata) committed by ``group_id``; partitions never committed are left out."""
+    wanted = list(partitions)
+    offsets = await _admin(
+        settings, f"read committed offsets of group {group_id}",
+        lambda admin: admin.list_consumer_group_offsets(group_id, partitions=wanted),
+        group_id=group_id)
+    return {tp: (om.offset, om.metadata or "") for tp, om in offsets.items()
+            if om is not None and om.offset >= 0}
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """A topic's partition count and the configuration a producer must respect."""
+
+    topic: str
+    partitions: int
+    max_message_bytes: int
+    timestamp_type: str
+    retention_ms: int
+    before_max_ms: int
+    after_max_ms: int
+
+
+def _int(configs: dict[str, str], name: str, default: int) -> int:
+    value = configs.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+async def describe_topic(settings: KafkaSettings, topic: str) -> TopicInfo | None:
+    """The topic's partition count and configuration (None: no such topic)."""
+    async def describe(admin: AIOKafkaAdminClient) -> tuple[int, dict[str, str]] | None:
+        described = await admin.describe_topics([topic])
+        if not described or described[0].get("error_code"):
+            return None
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)])
+        configs = {entry[0]: entry[1] for resp in responses for res in resp.resources
+                   for entry in res[4]}
+        return len(described[0]["partitions"]), configs
+
+    found = await _admin(settings, f"describe topic {topic}", describe, topic=topic)
+    if found is None:
+        return None
+    partitions, configs = found
+    return TopicInfo(topic, partitions, _int(configs, "max.message.bytes", 1_048_588),
+                     configs.get("message.timestamp.type", "CreateTime"),
+                     _int(configs, "retention.ms", 604_800_000),
+                     _int(configs, "message.timestamp.before.max.ms", _LONG_MAX),
+                     _int(configs, "message.timestamp.after.max.ms", _LONG_MAX))

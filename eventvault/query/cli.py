@@ -1,0 +1,84 @@
+"""``eventvault query`` and ``eventvault show``: their arguments, and the runs they ask for.
+
+DuckDB is imported only when one of these commands runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from eventvault.arguments import add_storage_url, settings_for, time_argument
+from eventvault.errors import ConfigError
+from eventvault.layout import file_refs, topic_prefix
+from eventvault.query.selection import Selection, offset_ranges, select_files
+from eventvault.query.show import parse_key_argument, render, show_sql
+from eventvault.query.sql import file_urls
+from eventvault.storage import open_storage
+from eventvault.times import micros
+
+
+def add_parsers(sub: Any) -> None:
+    """The ``query`` and ``show`` subcommands' arguments."""
+    query = sub.add_parser("query", help="run DuckDB SQL over the archive: a view per topic "
+                           "and `events` over all")
+    query.add_argument("sql", nargs="?", help="the SQL to run")
+    query.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    query.add_argument("--output", type=Path, metavar="PATH", help="write here, not stdout")
+    add_storage_url(query)
+    query.add_argument("--print-setup", action="store_true",
+                       help="print the SQL that gives the plain duckdb CLI the same views")
+    show = sub.add_parser("show", help="print a topic's archived records for people")
+    show.add_argument("topic")
+    show.add_argument("--start", type=time_argument,
+                      help="ISO time (UTC if no offset), inclusive")
+    show.add_argument("--end", type=time_argument, help="ISO time, exclusive")
+    show.add_argument("--partition", type=int, action="append", default=[])
+    show.add_argument("--key", action="append", default=[],
+                      help="UTF-8 key, or hex: followed by hex digits (repeatable)")
+    show.add_argument("--limit", type=int, default=50)
+    add_storage_url(show)
+
+
+def run_query(args: argparse.Namespace) -> int:
+    """Run ``eventvault query``."""
+    from eventvault.query import engine  # noqa: PLC0415  (duckdb loads only for this command)
+
+    settings = settings_for(args)
+    if args.print_setup:
+        print("\n".join(engine.setup(settings.storage, for_print=True)))
+        return 0
+    if not args.sql:
+        raise ConfigError("give the SQL to run, or --print-setup", setting="arguments")
+    engine.run(settings.storage, args.sql, args.format, args.output, settings.archive)
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """Run ``eventvault show``: the selected records, oldest first."""
+    from eventvault.query import engine  # noqa: PLC0415  (duckdb loads only for this command)
+
+    settings = settings_for(args)
+    refs = file_refs(open_storage(settings.storage).list(topic_prefix(args.topic)))
+    if not refs:
+        raise ConfigError(f"topic {args.topic} is not in the archive at {settings.storage.url}",
+                          setting="topic")
+    start_us, end_us = (None if t is None else micros(t) for t in (args.start, args.end))
+    selection = Selection(args.topic, start_us, end_us, partitions=tuple(args.partition),
+                          keys=tuple(parse_key_argument(k) for k in args.key))
+    record_time = settings.archive.event_time_spec(args.topic).field is None
+    files = select_files(refs, selection, record_time)
+    chosen = [ref.key for refs_of_partition in files.values() for ref in refs_of_partition]
+    if not chosen:
+        return 0
+    sql, params = show_sql(selection, file_urls(settings.storage, chosen),
+                           offset_ranges(selection, files), args.limit)
+    con = engine.connect(settings.storage, topics=())
+    try:
+        for row in engine.fetch(con, sql, params):
+            for line in render(row):
+                print(line)
+    finally:
+        con.close()
+    return 0

@@ -1,0 +1,223 @@
+"""The produce loop of one replay run: transactions of records, each with its checkpoint.
+
+Every transaction carries its records and, through ``send_offsets_to_transaction``, the
+checkpoint (eventvault.replay.checkpoint); both become visible together or not at all. Before
+each commit, the transaction's map from source to target offsets is written to
+``_replays/<id>/offsets/<n>.parquet``; files numbered past the committed transaction count are
+ignored and overwritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from eventvault import format as fmt
+from eventvault import kafka
+from eventvault.eventtime import EventTimeSpec
+from eventvault.kafka import AIOKafkaError, BatchBuilder, TopicPartition
+from eventvault.observe import ProgressBar
+from eventvault.query.selection import clusters, event_time_within
+from eventvault.replay.checkpoint import encode_checkpoint, group_id
+from eventvault.replay.errors import RejectedError
+from eventvault.replay.partitioning import partitioner
+from eventvault.replay.plan import plan_key, provenance
+from eventvault.replay.prepare import Prepared
+from eventvault.replay.source import Source
+from eventvault.settings import Settings
+from eventvault.storage import Storage
+
+Headers = list[tuple[str, bytes | None]]
+Origins = list[tuple[int, int]]
+"""(source partition, source offset) of each record in a batch, in order."""
+
+
+@dataclass
+class Pacing:
+    """Upper limits on records/s and bytes/s (None: unlimited)."""
+
+    records_per_s: float | None = None
+    bytes_per_s: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def limited(self) -> bool:
+        """Whether any limit is set."""
+        return bool(self.records_per_s or self.bytes_per_s)
+
+    def delay(self, records: int, nbytes: int, now: float) -> float:
+        """Seconds to wait at ``now`` so that ``records`` and ``nbytes`` keep both limits."""
+        due = max(records / self.records_per_s if self.records_per_s else 0.0,
+                  nbytes / self.bytes_per_s if self.bytes_per_s else 0.0)
+        return max(0.0, self.started + due - now)
+
+    async def wait(self, records: int, nbytes: int) -> None:
+        """Sleep until ``records`` and ``nbytes`` are within both limits."""
+        ahead = self.delay(records, nbytes, time.monotonic())
+        if ahead > 0.01:
+            await asyncio.sleep(ahead)
+
+
+@dataclass
+class _Transaction:
+    """Records of the open transaction: batches being filled and batches sent."""
+
+    builders: dict[int, tuple[BatchBuilder, Origins]] = field(default_factory=dict)
+    sent: list[tuple[int, Origins, asyncio.Future[Any]]] = field(default_factory=list)
+    records: int = 0
+    nbytes: int = 0
+
+
+class ReplayProducer:
+    """Produces the rest of a prepared selection in transactions (see the module docstring)."""
+
+    def __init__(self, settings: Settings, prepared: Prepared, storage: Storage, source: Source,
+                 spec: EventTimeSpec, pacing: Pacing, bar: ProgressBar) -> None:
+        assert prepared.info is not None
+        self.limits = settings.replay
+        self.prepared, self.storage, self.source = prepared, storage, source
+        self.plan, self.info, self.spec, self.pacing, self.bar = (
+            prepared.plan, prepared.info, spec, pacing, bar)
+        self.transactions = prepared.checkpoint.transactions
+        self.next_offsets = dict(prepared.checkpoint.next_offsets)
+        self.place = partitioner(self.plan.target, self.info.partitions)
+        self.producer = kafka.transactional_producer(
+            settings.replay.target or settings.kafka, group_id(self.plan.replay_id),
+            settings.replay.batch_bytes)
+        self.transaction = _Transaction()
+        self.records = 0  # appended by this run (what pacing counts)
+        self.nbytes = 0
+        self.delivered = 0  # committed by this run
+        self.by_event_time = spec.field is not None and self.plan.selection.timed
+
+    async def run(self) -> int:
+        """Produce the rest of the selection; return the records delivered by this run."""
+        try:
+            await self.producer.start()  # init_transactions: fences an earlier run's producer
+            await self.producer.begin_transaction()
+            self.pacing.started = time.monotonic()
+            await self._produce_selection()
+            await self._commit()
+        except AIOKafkaError as exc:
+            raise RejectedError(f"replay {self.plan.replay_id}: {exc}", retriable=True,
+                                replay_id=self.plan.replay_id) from exc
+        finally:
+            await self.producer.stop()
+        return self.delivered
+
+    async def _produce_selection(self) -> None:
+        for partition, files in self.prepared.files.items():
+            ranges = {partition: self.prepared.ranges[partition]}
+            for cluster in clusters(files):
+                for batch in self.source.batches(cluster, ranges):
+                    await self._add_batch(batch)
+
+    async def _add_batch(self, batch: pa.RecordBatch) -> None:
+        columns = batch.to_pydict()
+        keep_time = self.plan.target.timestamp == "original"
+        for p, off, ts, key, value, headers in zip(
+                columns["partition"], columns["offset"], columns["ts"], columns["key"],
+                columns["value"], columns["headers"], strict=True):
+            if self.by_event_time and not event_time_within(self.plan.selection, self.spec, ts,
+                                                            value):
+                continue
+            stamp = ts // 1000 if keep_time and ts >= 0 else None
+            await self._append(self.place(p, key), p, off, stamp, key, value,
+                               self._headers(p, off, headers))
+            self.next_offsets[p] = off + 1
+            self._count(len(key or b"") + len(value or b""))
+            if self._transaction_full():
+                await self._commit()
+            if self.pacing.limited:
+                await self.pacing.wait(self.records, self.nbytes)
+        self.bar.advance(batch.num_rows)
+
+    def _headers(self, partition: int, offset: int, stored: list[dict[str, Any]]) -> Headers:
+        """The record's own headers, then its provenance (unless turned off)."""
+        headers: Headers = [(h["key"], h["value"]) for h in stored]
+        if self.plan.target.provenance:
+            headers += provenance(self.plan.replay_id, self.plan.selection.topic, partition,
+                                  offset)
+        return headers
+
+    def _count(self, size: int) -> None:
+        self.transaction.records += 1
+        self.transaction.nbytes += size
+        self.records += 1
+        self.nbytes += size
+
+    def _transaction_full(self) -> bool:
+        return (self.transaction.records >= self.limits.transaction_records
+                or self.transaction.nbytes >= self.limits.transaction_bytes)
+
+    async def _append(self, tp: int, p: int, off: int, stamp: int | None, key: bytes | None,
+                      value: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> None:
+        entry = self.transaction.builders.get(tp)
+        if entry is None:
+            entry = self.transaction.builders[tp] = (self.producer.create_batch(), [])
+        if entry[0].append(timestamp=stamp, key=key, value=value, headers=headers) is None:
+            await self._send(tp)
+            entry = self.transaction.builders[tp] = (self.producer.create_batch(), [])
+            entry[0].append(timestamp=stamp, key=key, value=value, headers=headers)
+        entry[1].append((p, off))
+
+    async def _send(self, tp: int) -> None:
+        builder, origins = self.transaction.builders.pop(tp)
+        future = await self.producer.send_batch(builder, self.plan.target.topic, partition=tp)
+        self.transaction.sent.append((tp, origins, future))
+
+    async def _commit(self) -> None:
+        """Send what is buffered, write the offset map, commit records and checkpoint."""
+        for tp in list(self.transaction.builders):
+            await self._send(tp)
+        if not self.transaction.sent:
+            return
+        rows = await self._offset_map_rows()
+        self.transactions += 1
+        self.storage.put(plan_key(self.plan.replay_id,
+                                  f"offsets/{self.transactions:08d}.parquet"),
+                         fmt.encode_rows(fmt.OFFSET_MAP_SCHEMA, rows))
+        await self._commit_checkpoint()
+        self.delivered += self.transaction.records
+        self.transaction = _Transaction()
+        await self.producer.begin_transaction()
+
+    async def _offset_map_rows(self) -> dict[str, list[int]]:
+        """Where the sent batches landed (source -> target offsets); a refusal raises here."""
+        rows: dict[str, list[int]] = {name: [] for name in fmt.OFFSET_MAP_SCHEMA.names}
+        for tp, origins, future in self.transaction.sent:
+            try:
+                base = (await future).offset
+            except AIOKafkaError as exc:
+                raise self._rejected(origins, exc) from exc
+            partitions, offsets = zip(*origins, strict=True)
+            rows["source_partition"] += partitions
+            rows["source_offset"] += offsets
+            rows["target_partition"] += [tp] * len(origins)
+            rows["target_offset"] += range(base, base + len(origins))
+        return rows
+
+    async def _commit_checkpoint(self) -> None:
+        count = self.info.partitions
+        await self.producer.send_offsets_to_transaction(
+            {TopicPartition(self.plan.target.topic, t):
+             (0, encode_checkpoint(self.transactions, self.next_offsets, t, count))
+             for t in range(count)},
+            group_id(self.plan.replay_id))
+        await self.producer.commit_transaction()
+
+    def _rejected(self, origins: Origins, exc: AIOKafkaError) -> RejectedError:
+        p, first = origins[0]
+        last = origins[-1][1]
+        where = f"{first}" if first == last else f"{first}..{last}"
+        return RejectedError(
+            f"{self.plan.target.topic} refused record {self.plan.selection.topic}/{p}/{where}: "
+            f"{type(exc).__name__}: {exc}; nothing of this transaction is committed; fix the "
+            f"cause, then: eventvault replay --resume {self.plan.replay_id}",
+            topic=self.plan.selection.topic, partition=p, offsets=(first, last),
+            replay_id=self.plan.replay_id)

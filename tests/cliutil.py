@@ -1,0 +1,31 @@
+"""Helpers for tests that run the ``eventvault`` command as a process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+EVENTVAULT = [sys.executable, "-m", "eventvault"]
+
+
+def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without its EVENTVAULT_* variables, plus ``env``."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("EVENTVAULT_")}
+    full.update(env or {})
+    return full
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``eventvault ARGS`` to the end; its output as text."""
+    return subprocess.run([*EVENTVAULT, *args], check=False, env=cli_env(env), cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+              **popen: Any) -> subprocess.Popen[Any]:
+    """Start ``eventvault ARGS`` in the background."""
+    return subprocess.Popen([*EVENTVAULT, *args], env=cli_env(env), cwd=cwd, **popen)
