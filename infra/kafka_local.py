@@ -170,6 +170,18 @@ def _java(libs: Path, main: str, *args: str, log_dir: Path) -> list[str]:
     ]
 
 
+def _cluster_id() -> str:
+    """A random KRaft cluster id that does not start with "-".
+
+    The storage tool would read such an id as an option; Kafka's own Uuid.randomUuid()
+    avoids them for the same reason.
+    """
+    while True:
+        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster.startswith("-"):
+            return cluster
+
+
 def start(state_dir: Path | None = None, version: str = KAFKA_VERSION,
           timeout: float = 90.0) -> Broker:
     """Format storage and start a broker+controller; return once it accepts connections."""
@@ -182,7 +194,7 @@ def start(state_dir: Path | None = None, version: str = KAFKA_VERSION,
     props = state / "server.properties"
     props.write_text(_properties(port, cport, state / "data"))
     (state / "log4j2.xml").write_text(_LOG4J2)
-    cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster = _cluster_id()
     subprocess.run(
         _java(libs, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props),
               log_dir=state),
