@@ -174,9 +174,10 @@ class PartitionState:
                    ts_types: Sequence[str], now: float) -> list[Roll]:
         """:meth:`add` for a batch when no recorded cut is being rebuilt (the hot path).
 
-        Without recorded cuts, each record goes to its hour's buffer. One loop over the batch
-        instead of a call of :meth:`add` per record buffers 1.0-1.26 M records/s against
-        0.67-0.83 M (bench/RESULTS.md, "Buffering").
+        Without recorded cuts, each record goes to its hour's buffer, so the batch needs one
+        loop, not a call of :meth:`add` per record: 0.77-1.09 M records/s against 0.57-0.58 M
+        (``python -m bench.buffering_bench``, bench/RESULTS.md). Both store through
+        :meth:`Buffer.put`.
         """
         rolls: list[Roll] = []
         buffers = self.buffers
