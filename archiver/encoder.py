@@ -18,7 +18,11 @@ from eventvault.storage import Storage
 
 
 def write_file(storage: Storage, roll: Roll, zstd_level: int) -> int:
-    """Encode and store one decided file; returns bytes written (0 when kept as it was)."""
+    """Encode and store one decided file; returns bytes written (0 when kept as it was).
+
+    A file is only ever created, never replaced: an object already at its name (a recorded
+    cut's file written before a crash, perhaps rewritten by erasure since) stays as it is.
+    """
     cut = roll.cut
     key = FileRef(roll.topic, cut.hour, roll.partition, cut.first, cut.last).key
     if roll.rebuilt and (not len(roll.cols) or storage.exists(key)):
@@ -26,8 +30,7 @@ def write_file(storage: Storage, roll: Roll, zstd_level: int) -> int:
     data = fmt.encode(fmt.to_table(roll.cols), zstd_level=zstd_level, metadata={
         "topic": roll.topic, "partition": str(roll.partition),
         "first_offset": str(cut.first), "last_offset": str(cut.last)})
-    storage.put(key, data)
-    return len(data)
+    return len(data) if storage.create(key, data) else 0
 
 
 class Writer:

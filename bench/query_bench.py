@@ -43,7 +43,7 @@ from eventvault.archiver.encoder import write_file
 from eventvault.progress import Cut
 from eventvault.query import engine, timeprune
 from eventvault.settings import StorageSettings
-from eventvault.storage import LocalStorage
+from eventvault.storage.local import LocalStorage
 from eventvault.times import EPOCH, timestamp_us
 from infra.sample_events import events
 

@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bench.archive_bench import local_stack, run
 from bench.query_bench import TOPIC, _write_hours
 from eventvault.settings import StorageSettings
-from eventvault.storage import S3Storage
+from eventvault.storage.s3 import S3Storage
 
 
 async def _topics(bootstrap: str, names: list[str], partitions: int) -> None:

@@ -49,6 +49,17 @@ def s3_bucket(s3_endpoint: str) -> str:
 
 
 @pytest.fixture
+def versioned_bucket(s3_endpoint: str) -> str:
+    """A new, empty bucket with versioning on: deleted and overwritten objects stay as
+    noncurrent versions, as on a real archive bucket (every maintenance test uses one)."""
+    name = f"ev-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=name)
+    client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+@pytest.fixture
 def topic_name(request: pytest.FixtureRequest) -> str:
     """A unique, legal topic name for one test (with a dot, a dash and an underscore)."""
     base = request.node.name.replace("[", "_").replace("]", "").replace("-", "_")[:80]

@@ -15,7 +15,8 @@ from prometheus_client import REGISTRY
 
 from eventvault.archiver.runner import Archiver
 from eventvault.layout import HIVE_NULL
-from eventvault.storage import LocalStorage, open_storage
+from eventvault.storage import open_storage
+from eventvault.storage.local import LocalStorage
 from tests.kafkautil import Rec, archive_once, create_topic, produce, read_archive, settings
 
 pytestmark = pytest.mark.integration

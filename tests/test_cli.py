@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from eventvault.storage import LocalStorage
+from eventvault.storage.local import LocalStorage
 from infra.kafka_local import free_port
 from tests.cliutil import run_cli, start_cli
 from tests.kafkautil import Rec, create_topic, produce, read_archive

@@ -25,7 +25,7 @@ from eventvault.progress import Cut
 from eventvault.query import timeprune
 from eventvault.query.engine import connect, pruned
 from eventvault.settings import StorageSettings
-from eventvault.storage import LocalStorage
+from eventvault.storage.local import LocalStorage
 from eventvault.times import EPOCH, MS_PER_HOUR, timestamp_us
 
 H0 = 494_000  # an hour in 2026

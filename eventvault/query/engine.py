@@ -21,7 +21,8 @@ from eventvault.errors import QueryError
 from eventvault.query import timeprune
 from eventvault.query.sql import quote_literal, setup_sql
 from eventvault.settings import ArchiveSettings, StorageSettings
-from eventvault.storage import open_storage, s3_credentials
+from eventvault.storage import open_storage
+from eventvault.storage.s3 import s3_credentials
 
 Format = Literal["table", "csv", "json", "parquet"]
 

@@ -1,0 +1,252 @@
+"""Storage in S3 (or anything that speaks its API: moto, MinIO): the only module that imports boto3.
+
+Objects below 64 MiB are one PUT; larger ones are multipart uploads in 32 MiB parts, completed
+in one request, so either way a reader sees the old object or the whole new one. ``create``
+sends ``If-None-Match: *`` (S3's conditional write), so it never replaces an object. boto3
+retries each call (adaptive mode); an outer loop with backoff outlasts longer brown-outs
+(SlowDown, 5xx, dropped connections). Optional server-side encryption (AES256 or KMS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from eventvault.errors import StorageError
+from eventvault.settings import StorageSettings
+from eventvault.storage import ObjectVersion, RangeReader
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+T = TypeVar("T")
+_RETRIABLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+                    "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "503", "500",
+                    "ConditionalRequestConflict"}
+_MULTIPART_THRESHOLD = 64 << 20
+_PART_SIZE = 32 << 20
+
+
+class _Exists(Exception):  # noqa: N818  (a signal inside this module, not an error)
+    """A conditional write found an object at the key."""
+
+
+class S3Storage:
+    """A bucket and key prefix in S3 (or anything that speaks its API)."""
+
+    def __init__(self, bucket: str, prefix: str, settings: StorageSettings,
+                 client: S3Client | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.url = f"s3://{bucket}/{self.prefix}"
+        self.settings = settings
+        self.client = client or s3_client(settings)
+        self.bytes_read = 0
+        self._extra: dict[str, Any] = {}
+        if settings.sse:
+            self._extra["ServerSideEncryption"] = settings.sse
+        if settings.sse == "aws:kms" and settings.sse_kms_key_id:
+            self._extra["SSEKMSKeyId"] = settings.sse_kms_key_id
+
+    # -- writing ---------------------------------------------------------------------------
+    def put(self, key: str, data: bytes) -> str | None:
+        """Upload ``data`` (multipart above 64 MiB), replacing the object; its version id."""
+        return self._retry(key, lambda: self._upload(self.prefix + key, data, {}))
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Upload ``data`` only if no object is at ``key`` (``If-None-Match: *``).
+
+        When the condition fails, the object there may be this very upload, written by an
+        attempt whose answer was lost: then its etag is that of ``data``, and this is True.
+        """
+        try:
+            self._retry(key, lambda: self._upload(self.prefix + key, data,
+                                                  {"IfNoneMatch": "*"}))
+        except _Exists:
+            head = self._retry(key, lambda: self.client.head_object(
+                Bucket=self.bucket, Key=self.prefix + key))
+            return bool(head["ETag"].strip('"') == _etag(data))
+        return True
+
+    def _upload(self, full: str, data: bytes, condition: dict[str, Any]) -> str | None:
+        try:
+            if len(data) < _MULTIPART_THRESHOLD:
+                answer = self.client.put_object(Bucket=self.bucket, Key=full, Body=data,
+                                                **self._extra, **condition)
+                return answer.get("VersionId")
+            return self._multipart(full, data, condition)
+        except ClientError as exc:
+            if _code(exc) == "PreconditionFailed":
+                raise _Exists(full) from exc
+            raise
+
+    def _multipart(self, full: str, data: bytes, condition: dict[str, Any]) -> str | None:
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=full,
+                                                     **self._extra)["UploadId"]
+        try:
+            parts = []
+            for number, start in enumerate(range(0, len(data), _PART_SIZE), 1):
+                part = self.client.upload_part(Bucket=self.bucket, Key=full, UploadId=upload,
+                                               PartNumber=number,
+                                               Body=data[start:start + _PART_SIZE])
+                parts.append({"ETag": part["ETag"], "PartNumber": number})
+            done = self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=full, UploadId=upload,
+                MultipartUpload={"Parts": parts}, **condition)  # type: ignore[typeddict-item]
+        except BaseException:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=full,
+                                                   UploadId=upload)
+            except (ClientError, BotoCoreError):  # an unfinished upload expires by lifecycle
+                pass
+            raise
+        return done.get("VersionId")
+
+    # -- reading ---------------------------------------------------------------------------
+    def exists(self, key: str) -> bool:
+        """HEAD the object."""
+        def head() -> bool:
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+            except ClientError as exc:
+                if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+            return True
+        return self._retry(key, head)
+
+    def get(self, key: str, version_id: str | None = None) -> bytes:
+        """GET the object (one version of it, if given)."""
+        version = {"VersionId": version_id} if version_id else {}
+
+        def get() -> bytes:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key,
+                                            **version)  # type: ignore[arg-type]
+            return answer["Body"].read()
+        data = self._retry(key, get)
+        self.bytes_read += len(data)
+        return data
+
+    def reader(self, key: str) -> RangeReader:
+        """Ranged GETs of the current version (pinned: a rewrite meanwhile fails the read)."""
+        full = self.prefix + key
+        head = self._retry(key, lambda: self.client.head_object(Bucket=self.bucket, Key=full))
+        etag = head["ETag"]
+
+        def fetch(start: int, end: int) -> bytes:
+            return self._retry(key, lambda: self.client.get_object(
+                Bucket=self.bucket, Key=full, Range=f"bytes={start}-{end - 1}",
+                IfMatch=etag)["Body"].read())
+
+        def count(nbytes: int) -> None:
+            self.bytes_read += nbytes
+
+        return RangeReader(head["ContentLength"], fetch, count)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """LIST keys under the prefix, page by page."""
+        return (version.key for version in self.stat(prefix))
+
+    def stat(self, prefix: str = "") -> Iterator[ObjectVersion]:
+        """LIST the current objects under the prefix, with sizes and etags."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                yield ObjectVersion(obj["Key"][len(self.prefix):], obj["Size"], obj["ETag"])
+
+    def versions(self, key: str) -> tuple[ObjectVersion, ...]:
+        """Every version and delete marker of ``key`` (LIST object versions), newest first."""
+        full = self.prefix + key
+        found = []
+        pages = self.client.get_paginator("list_object_versions").paginate(
+            Bucket=self.bucket, Prefix=full)
+        for page in pages:
+            for entry in page.get("Versions", []):
+                if entry["Key"] == full:
+                    found.append(ObjectVersion(key, entry["Size"], entry["ETag"],
+                                               entry.get("VersionId"), entry["IsLatest"]))
+            for marker in page.get("DeleteMarkers", []):
+                if marker["Key"] == full:
+                    found.append(ObjectVersion(key, 0, "", marker.get("VersionId"),
+                                               marker["IsLatest"], delete_marker=True))
+        return tuple(sorted(found, key=lambda v: not v.latest))
+
+    def delete_version(self, key: str, version_id: str | None) -> None:
+        """DELETE one version (None or ``"null"``: the object of an unversioned bucket)."""
+        version = {"VersionId": version_id} if version_id else {}
+        self._retry(key, lambda: self.client.delete_object(
+            Bucket=self.bucket, Key=self.prefix + key, **version))  # type: ignore[arg-type]
+
+    def topics(self) -> tuple[str, ...]:
+        """Topic folders under the prefix (one delimited LIST, not every object)."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + "topic=", Delimiter="/")
+        names = [p["Prefix"][len(self.prefix) + 6:].rstrip("/")
+                 for page in pages for p in page.get("CommonPrefixes", [])]
+        return tuple(sorted(names))
+
+    def _retry(self, key: str, call: Callable[[], T]) -> T:
+        """Botocore retries each call; this outer loop outlasts longer S3 brown-outs."""
+        attempts = self.settings.max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return call()
+            except (ClientError, BotoCoreError) as exc:
+                if attempt == attempts or not _retriable(exc):
+                    raise StorageError(f"S3 {self.url}{key}: {exc}", url=self.url, key=key,
+                                       retriable=_retriable(exc)) from exc
+                time.sleep(min(20.0, 0.2 * 2 ** attempt) * random.uniform(0.5, 1.0))  # noqa: S311
+        raise AssertionError("unreachable")
+
+
+def _etag(data: bytes) -> str:
+    """The etag S3 gives ``data`` uploaded as eventvault uploads it (without SSE-KMS)."""
+    if len(data) < _MULTIPART_THRESHOLD:
+        return hashlib.md5(data, usedforsecurity=False).hexdigest()
+    parts = [hashlib.md5(data[i:i + _PART_SIZE], usedforsecurity=False).digest()
+             for i in range(0, len(data), _PART_SIZE)]
+    return f"{hashlib.md5(b''.join(parts), usedforsecurity=False).hexdigest()}-{len(parts)}"
+
+
+def _code(exc: ClientError) -> str | None:
+    return exc.response.get("Error", {}).get("Code")
+
+
+def _retriable(exc: Exception) -> bool:
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return _code(exc) in _RETRIABLE_CODES or status >= 500 or status == 429
+    return True  # connection resets, timeouts, incomplete reads
+
+
+def s3_client(settings: StorageSettings) -> S3Client:
+    """A boto3 S3 client for eventvault's settings (credentials fall back to boto3's chain)."""
+    secret = settings.secret_access_key.get_secret_value() if settings.secret_access_key \
+        else None
+    return boto3.client(
+        "s3", endpoint_url=settings.endpoint_url, region_name=settings.region,
+        aws_access_key_id=settings.access_key_id, aws_secret_access_key=secret,
+        config=Config(retries={"mode": "adaptive", "max_attempts": 5},
+                      connect_timeout=10, read_timeout=60,
+                      s3={"addressing_style": "path"} if settings.endpoint_url else None),
+    )
+
+
+def s3_credentials(settings: StorageSettings) -> tuple[str | None, str | None]:
+    """The access key id and secret that eventvault uses: from settings, else boto3's chain."""
+    if settings.access_key_id:
+        secret = settings.secret_access_key
+        return settings.access_key_id, secret.get_secret_value() if secret else None
+    found = boto3.Session().get_credentials()
+    if found is None:
+        return None, None
+    frozen = found.get_frozen_credentials()
+    return frozen.access_key, frozen.secret_key
