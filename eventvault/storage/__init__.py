@@ -90,7 +90,7 @@ class Storage(Protocol):
         """Write ``data`` at ``key`` atomically, replacing what was there; the version id."""
 
     def create(self, key: str, data: bytes) -> bool:
-        """Write ``data`` at ``key`` only if no object is there; False (nothing written) if one is."""
+        """Write ``data`` at ``key`` only if no object is there; False if one is (kept)."""
 
     def exists(self, key: str) -> bool:
         """Whether an object is at ``key``."""

@@ -9,6 +9,7 @@ retries each call (adaptive mode); an outer loop with backoff outlasts longer br
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import time
@@ -34,7 +35,8 @@ _MULTIPART_THRESHOLD = 64 << 20
 _PART_SIZE = 32 << 20
 
 
-class _Exists(Exception):  # noqa: N818  (a signal inside this module, not an error)
+class _Exists(Exception):
+    # a signal inside this module, not an error
     """A conditional write found an object at the key."""
 
 
@@ -101,11 +103,10 @@ class S3Storage:
                 Bucket=self.bucket, Key=full, UploadId=upload,
                 MultipartUpload={"Parts": parts}, **condition)  # type: ignore[typeddict-item]
         except BaseException:
-            try:
+            # An upload left unfinished (the abort failed too) expires by lifecycle rule.
+            with contextlib.suppress(ClientError, BotoCoreError):
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=full,
                                                    UploadId=upload)
-            except (ClientError, BotoCoreError):  # an unfinished upload expires by lifecycle
-                pass
             raise
         return done.get("VersionId")
 
@@ -141,9 +142,10 @@ class S3Storage:
         etag = head["ETag"]
 
         def fetch(start: int, end: int) -> bytes:
-            return self._retry(key, lambda: self.client.get_object(
-                Bucket=self.bucket, Key=full, Range=f"bytes={start}-{end - 1}",
-                IfMatch=etag)["Body"].read())
+            def ranged() -> bytes:
+                return self.client.get_object(Bucket=self.bucket, Key=full, IfMatch=etag,
+                                              Range=f"bytes={start}-{end - 1}")["Body"].read()
+            return self._retry(key, ranged)
 
         def count(nbytes: int) -> None:
             self.bytes_read += nbytes
