@@ -36,8 +36,7 @@ _PART_SIZE = 32 << 20
 
 
 class _Exists(Exception):
-    # a signal inside this module, not an error
-    """A conditional write found an object at the key."""
+    """A conditional write found an object at the key (a signal inside this module)."""
 
 
 class S3Storage:
