@@ -140,12 +140,16 @@ async def _admin(settings: KafkaSettings, what: str,
 
 
 async def committed_offsets(settings: KafkaSettings, group_id: str,
-                            partitions: Iterable[TopicPartition]) -> dict[TopicPartition,
-                                                                          tuple[int, str]]:
-    """(offset, metadata) committed by ``group_id``; partitions never committed are left out."""
+                            partitions: Iterable[TopicPartition], *,
+                            what: str = "committed offsets of group") -> dict[TopicPartition,
+                                                                              tuple[int, str]]:
+    """(offset, metadata) committed by ``group_id``; partitions never committed are left out.
+
+    ``what`` names the offsets in the error line (``cannot read <what> <group>: ...``).
+    """
     wanted = list(partitions)
     offsets = await _admin(
-        settings, f"read committed offsets of group {group_id}",
+        settings, f"read {what} {group_id}",
         lambda admin: admin.list_consumer_group_offsets(group_id, partitions=wanted),
         group_id=group_id)
     return {tp: (om.offset, om.metadata or "") for tp, om in offsets.items()
@@ -170,8 +174,12 @@ def _int(configs: dict[str, str], name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
-async def describe_topic(settings: KafkaSettings, topic: str) -> TopicInfo | None:
-    """The topic's partition count and configuration (None: no such topic)."""
+async def describe_topic(settings: KafkaSettings, topic: str,
+                         role: str = "topic") -> TopicInfo | None:
+    """The topic's partition count and configuration (None: no such topic).
+
+    ``role`` names the topic in the error line (``cannot describe <role> <topic>: ...``).
+    """
     async def describe(admin: AIOKafkaAdminClient) -> tuple[int, dict[str, str]] | None:
         described = await admin.describe_topics([topic])
         if not described or described[0].get("error_code"):
@@ -182,7 +190,7 @@ async def describe_topic(settings: KafkaSettings, topic: str) -> TopicInfo | Non
                    for entry in res[4]}
         return len(described[0]["partitions"]), configs
 
-    found = await _admin(settings, f"describe topic {topic}", describe, topic=topic)
+    found = await _admin(settings, f"describe {role} {topic}", describe, topic=topic)
     if found is None:
         return None
     partitions, configs = found

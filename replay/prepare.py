@@ -45,7 +45,8 @@ async def read_checkpoint(settings: KafkaSettings, replay_id: str, topic: str,
                           partitions: int) -> Checkpoint:
     """The checkpoint replay ``replay_id`` committed on the target topic's partitions."""
     committed = await kafka.committed_offsets(
-        settings, group_id(replay_id), [TopicPartition(topic, p) for p in range(partitions)])
+        settings, group_id(replay_id), [TopicPartition(topic, p) for p in range(partitions)],
+        what="the progress of")
     return decode_checkpoint(metadata for _, metadata in committed.values() if metadata)
 
 
@@ -57,7 +58,7 @@ async def prepare(settings: Settings, plan: Plan, source: Source, storage: Stora
     selection and runs the preflight.
     """
     target_cluster = settings.replay.target or settings.kafka
-    info = await kafka.describe_topic(target_cluster, plan.target.topic)
+    info = await kafka.describe_topic(target_cluster, plan.target.topic, "target topic")
     checkpoint = Checkpoint()
     if info is not None:
         checkpoint = await read_checkpoint(target_cluster, plan.replay_id, plan.target.topic,

@@ -137,6 +137,29 @@ def test_show_prints_records_for_people(kafka_bootstrap: str, tmp_path: Path) ->
     assert res.stderr.startswith("eventvault: error: topic no.such.topic is not in the archive")
 
 
+def test_show_selects_a_json_time_topic_by_its_event_time(kafka_bootstrap: str,
+                                                          tmp_path: Path) -> None:
+    """--start/--end are event times, as for replay: the JSON field, not the record timestamp."""
+    url = f"file://{tmp_path}/arch"
+    topic = f"q.json-time-{uuid.uuid4().hex[:6]}"
+    create_topic(kafka_bootstrap, topic)
+    hours = [5, 1, 1, 9, 1, 2]  # event hours of 2026-01-01, record timestamps all 10:00
+    produce(kafka_bootstrap, topic, [
+        Rec(0, f"k{i}".encode(), json.dumps({"at": f"2026-01-01T0{h}:30:00Z"}).encode(), (),
+            1_767_261_600_000) for i, h in enumerate(hours)])
+    event_time = json.dumps({topic: {"field": "at"}})
+    archive_once(settings(kafka_bootstrap, url, [topic], f"g-{topic}",
+                          event_time={topic: {"field": "at"}}))
+    env = {"EVENTVAULT_STORAGE__URL": url, "EVENTVAULT_ARCHIVE__EVENT_TIME": event_time}
+    res = run_cli("show", topic, "--start", "2026-01-01T01:00Z", "--end", "2026-01-01T03:00Z",
+                  env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert re.findall(r'key "(k\d)"', res.stdout) == ["k1", "k2", "k4", "k5"]
+    res = run_cli("show", topic, "--start", "2026-01-01T01:00Z", "--end", "2026-01-01T03:00Z",
+                  "--limit", "2", env=env, cwd=tmp_path)
+    assert re.findall(r'key "(k\d)"', res.stdout) == ["k1", "k2"]
+
+
 def _files_read(con: duckdb.DuckDBPyConnection, sql: str) -> int:
     plan = con.sql(f"EXPLAIN ANALYZE {sql}").fetchall()[0][1]
     match = re.search(r"Total Files Read:\s*(\d+)", plan)

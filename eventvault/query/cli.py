@@ -6,13 +6,14 @@ DuckDB is imported only when one of these commands runs.
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 from typing import Any
 
 from eventvault.arguments import add_storage_url, settings_for, time_argument
 from eventvault.errors import ConfigError
 from eventvault.layout import file_refs, topic_prefix
-from eventvault.query.selection import Selection, offset_ranges, select_files
+from eventvault.query.selection import Selection, event_time_within, offset_ranges, select_files
 from eventvault.query.show import parse_key_argument, render, show_sql
 from eventvault.query.sql import file_urls
 from eventvault.storage import open_storage
@@ -32,8 +33,8 @@ def add_parsers(sub: Any) -> None:
     show = sub.add_parser("show", help="print a topic's archived records for people")
     show.add_argument("topic")
     show.add_argument("--start", type=time_argument,
-                      help="ISO time (UTC if no offset), inclusive")
-    show.add_argument("--end", type=time_argument, help="ISO time, exclusive")
+                      help="event time, ISO-8601 (UTC if no offset), inclusive")
+    show.add_argument("--end", type=time_argument, help="event time, ISO-8601, exclusive")
     show.add_argument("--partition", type=int, action="append", default=[])
     show.add_argument("--key", action="append", default=[],
                       help="UTF-8 key, or hex: followed by hex digits (repeatable)")
@@ -67,16 +68,23 @@ def run_show(args: argparse.Namespace) -> int:
     start_us, end_us = (None if t is None else micros(t) for t in (args.start, args.end))
     selection = Selection(args.topic, start_us, end_us, partitions=tuple(args.partition),
                           keys=tuple(parse_key_argument(k) for k in args.key))
-    record_time = settings.archive.event_time_spec(args.topic).field is None
+    spec = settings.archive.event_time_spec(args.topic)
+    record_time = spec.field is None
     files = select_files(refs, selection, record_time)
     chosen = [ref.key for refs_of_partition in files.values() for ref in refs_of_partition]
     if not chosen:
         return 0
+    by_event_time = not record_time and selection.timed
     sql, params = show_sql(selection, file_urls(settings.storage, chosen),
-                           offset_ranges(selection, files), args.limit)
+                           offset_ranges(selection, files),
+                           None if by_event_time else args.limit, record_time)
     con = engine.connect(settings.storage, topics=())
     try:
-        for row in engine.fetch(con, sql, params):
+        rows = (row for batch in engine.record_batches(con, sql, params, 1024)
+                for row in zip(*batch.to_pydict().values(), strict=True))
+        if by_event_time:  # as replay selects them: by the event time the archiver computed
+            rows = (r for r in rows if event_time_within(selection, spec, r[2], r[5]))
+        for row in itertools.islice(rows, args.limit):
             for line in render(row):
                 print(line)
     finally:

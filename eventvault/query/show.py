@@ -22,12 +22,18 @@ def parse_key_argument(text: str) -> bytes:
 
 
 def show_sql(selection: Selection, urls: Sequence[str],
-             ranges: Mapping[int, tuple[int, int | None]], limit: int) -> tuple[str, list[Any]]:
-    """The SELECT of the first ``limit`` selected records of files ``urls``, by time."""
-    where, params = record_filter(selection, ranges, time_in_sql=True)
+             ranges: Mapping[int, tuple[int, int | None]], limit: int | None,
+             record_time: bool) -> tuple[str, list[Any]]:
+    """The SELECT of the selected records of files ``urls``, by time (the first ``limit``).
+
+    ``record_time``: the topic's event time is the record timestamp, so ``start``/``end``
+    filter in SQL; otherwise the caller filters rows by event time (and applies the limit).
+    """
+    where, params = record_filter(selection, ranges, time_in_sql=record_time)
     sql = (f'SELECT partition, "offset", epoch_us(timestamp), timestamp_type, key, value, '  # noqa: S608
            f"headers FROM ({select_sql(urls)}) WHERE {where} "
-           f'ORDER BY timestamp, partition, "offset" LIMIT {int(limit)}')
+           f'ORDER BY timestamp, partition, "offset"'
+           + (f" LIMIT {int(limit)}" if limit is not None else ""))
     return sql, params
 
 

@@ -116,10 +116,11 @@ class LocalStorage:
 
     def stat(self, prefix: str = "") -> Iterator[ObjectVersion]:
         """Every file under ``prefix`` with its size and etag, in key order."""
-        if not self.root.is_dir():
+        base = self.root / prefix.rpartition("/")[0]
+        if not base.is_dir():
             return iter(())
         found = []
-        for path in self.root.rglob("*"):
+        for path in base.rglob("*"):
             key = path.relative_to(self.root).as_posix()
             if key.startswith(prefix) and path.is_file() and not path.name.startswith(".tmp-"):
                 found.append(self._version(key, path))
