@@ -2,7 +2,8 @@
 
 Errors print one line, ``eventvault: error: ...``, and exit with the error's code: 2 for bad
 arguments or configuration, 3 storage, 4 Kafka, 5 archive state, 6 replay refused by its
-preflight, 7 records refused by the replay's target, 1 otherwise.
+preflight, 7 records refused by the replay's target, 8 erasure or retention incomplete (a
+verification failed, a deadline passed), 1 otherwise.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from eventvault import observe
 from eventvault.archiver import cli as archive_command
 from eventvault.arguments import Parser
 from eventvault.errors import EventVaultError
+from eventvault.maintenance import cli as maintenance_commands
 from eventvault.query import cli as query_commands
 from eventvault.replay import cli as replay_command
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "archive": archive_command.run, "query": query_commands.run_query,
-    "show": query_commands.run_show, "replay": replay_command.run}
+    "show": query_commands.run_show, "replay": replay_command.run,
+    "erase": maintenance_commands.run_erase, "retention": maintenance_commands.run_retention}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     archive_command.add_parser(sub)
     query_commands.add_parsers(sub)
     replay_command.add_parser(sub)
+    maintenance_commands.add_parsers(sub)
     return parser
 
 

@@ -57,6 +57,16 @@ class ArchiveStateError(EventVaultError):
     exit_code = 5
 
 
+class MaintenanceError(EventVaultError):
+    """Erasure or retention could not finish what it must.
+
+    A verification found a subject, or a deadline passed with files still waiting;
+    ``request_id`` or ``key`` say where.
+    """
+
+    exit_code = 8
+
+
 class QueryError(EventVaultError):
     """DuckDB refused a query over the archive; the message is DuckDB's."""
 

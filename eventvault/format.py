@@ -35,6 +35,22 @@ OFFSET_MAP_SCHEMA = pa.schema([
     ("target_partition", pa.int32()), ("target_offset", pa.int64()),
 ])
 """A replay's offset map: where each replayed record landed (docs/REPLAY.md)."""
+_TIME = pa.timestamp("us", tz="UTC")
+LEDGER_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("job", pa.string()), ("at", _TIME), ("dry_run", pa.bool_()),
+    ("entry", pa.string()), ("request_id", pa.string()), ("subject_hash", pa.string()),
+    ("received", _TIME), ("deadline", _TIME), ("status", pa.string()), ("topic", pa.string()),
+    ("object_key", pa.string()), ("version_before", pa.string()),
+    ("version_after", pa.string()), ("sha256_before", pa.string()),
+    ("sha256_after", pa.string()), ("rows_dropped", pa.int64()), ("rows_redacted", pa.int64()),
+    ("noncurrent_versions_deleted", pa.int64()), ("verified", pa.bool_()),
+    ("topic_retention_ms", pa.int64()), ("replay_id", pa.string()),
+    ("target_topic", pa.string()), ("records", pa.int64()), ("detail", pa.string()),
+])
+"""The maintenance ledger (docs/ERASURE.md): one row per request, file or recipient of a run.
+
+It holds no subject id: a subject is its keyed hash (``subject_hash``, HMAC-SHA256, hex).
+"""
 Header = tuple[str, bytes | None]
 
 
@@ -111,6 +127,13 @@ def encode(table: pa.Table, *, zstd_level: int = 1, metadata: dict[str, str] | N
         row_group_size=row_group_rows, data_page_size=1 << 20, write_statistics=True,
     )
     return sink.getvalue()
+
+
+def file_metadata(data: bytes) -> dict[str, str]:
+    """An archive file's own key-value metadata, without the ``eventvault.`` prefix."""
+    found = pq.read_metadata(io.BytesIO(data)).metadata or {}
+    return {k.decode().removeprefix("eventvault."): v.decode() for k, v in found.items()
+            if k.startswith(b"eventvault.") and k != b"eventvault.format"}
 
 
 def decode(data: bytes) -> pa.Table:

@@ -92,6 +92,17 @@ def file_name(partition: int, first_offset: int, last_offset: int) -> str:
     return f"{partition:05d}-{first_offset:020d}-{last_offset:020d}.parquet"
 
 
+LEDGER = "_erasure/ledger/"
+"""Erasure and retention runs keep their ledger under ``_erasure/ledger/<job>/``."""
+REPLAYS = "_replays/"
+"""Replays keep their plan, report and offset maps under ``_replays/<id>/`` (docs/REPLAY.md)."""
+
+
+def replay_key(replay_id: str, name: str) -> str:
+    """Storage key of one of a replay's files (plan, report, offset maps)."""
+    return f"{REPLAYS}{replay_id}/{name}"
+
+
 def topic_prefix(topic: str) -> str:
     """The key prefix of every archive file of ``topic``."""
     return f"topic={topic}/"

@@ -165,6 +165,57 @@ class ReplaySettings(_Section):
     batch_bytes: int = Field(1 << 20, ge=1024)
 
 
+class SubjectSettings(_Section):
+    """Where a topic's data-subject id is, and what erasure does to that subject's records.
+
+    ``location`` is ``key`` (the record key), ``value`` (``field``: a dotted path into a JSON
+    value) or ``header`` (``field``: the header name). ``drop`` removes the records; ``redact``
+    keeps them (offsets and history keep their shape) and sets the subject's id and the
+    ``redact`` fields (dotted JSON paths) to null: the key becomes null for a key subject, the
+    header is removed for a header subject.
+    """
+
+    location: Literal["key", "value", "header"]
+    field: str | None = None
+    action: Literal["drop", "redact"] = "drop"
+    redact: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> SubjectSettings:
+        if self.location != "key" and not self.field:
+            raise ValueError(f"a subject in the {self.location} needs its field")
+        if self.location == "key" and self.field:
+            raise ValueError("a subject in the key has no field")
+        if self.redact and self.action != "redact":
+            raise ValueError("redact fields go with action = 'redact'")
+        return self
+
+
+class ErasureSettings(_Section):
+    """PII erasure (docs/ERASURE.md): the key of the ledger's subject hashes, deadlines, topics."""
+
+    hmac_key: SecretStr | None = None
+    deadline_days: int = Field(30, ge=1, le=90)
+    topics: dict[str, SubjectSettings] = Field(default_factory=dict)
+
+
+class RetentionSettings(_Section):
+    """Retention by event time: whole hours older than ``keep_days[topic]`` days are deleted.
+
+    Topics without an entry are kept forever.
+    """
+
+    keep_days: dict[str, int] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> RetentionSettings:
+        for topic, days in self.keep_days.items():
+            if days < 1:
+                raise ValueError(f"retention.keep_days for {topic} must be at least 1 (got "
+                                 f"{days})")
+        return self
+
+
 class Settings(BaseSettings):
     """All of eventvault's settings."""
 
@@ -178,6 +229,8 @@ class Settings(BaseSettings):
     archive: ArchiveSettings = ArchiveSettings()
     metrics: MetricsSettings = MetricsSettings()
     replay: ReplaySettings = ReplaySettings()
+    erasure: ErasureSettings = ErasureSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -65,11 +65,6 @@ class Plan:
         return cls(data["replay_id"], selection, target, data["created"], data["options"])
 
 
-def plan_key(replay_id: str, name: str) -> str:
-    """Storage key of one of a replay's files (plan, report, offset maps)."""
-    return f"_replays/{replay_id}/{name}"
-
-
 def provenance(replay_id: str, topic: str, partition: int,
                offset: int) -> list[tuple[str, bytes]]:
     """Headers naming a replayed record's origin (added after its own headers)."""

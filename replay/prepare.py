@@ -13,10 +13,10 @@ from datetime import datetime
 from eventvault import kafka
 from eventvault.errors import ConfigError
 from eventvault.kafka import TopicInfo, TopicPartition
-from eventvault.layout import FileRef, file_refs, topic_prefix
+from eventvault.layout import FileRef, file_refs, replay_key, topic_prefix
 from eventvault.query.selection import offset_ranges, select_files
 from eventvault.replay.checkpoint import Checkpoint, decode_checkpoint, group_id
-from eventvault.replay.plan import Plan, plan_key
+from eventvault.replay.plan import Plan
 from eventvault.replay.preflight import Finding, preflight
 from eventvault.replay.source import PartitionSummary, Source
 from eventvault.settings import KafkaSettings, Settings
@@ -76,12 +76,12 @@ async def prepare(settings: Settings, plan: Plan, source: Source, storage: Stora
 
 def store_plan(storage: Storage, plan: Plan) -> None:
     """Write ``plan`` where ``--resume`` finds it."""
-    storage.put(plan_key(plan.replay_id, "plan.json"), plan.to_json().encode())
+    storage.put(replay_key(plan.replay_id, "plan.json"), plan.to_json().encode())
 
 
 def load_plan(storage: Storage, replay_id: str) -> Plan:
     """The stored plan of replay ``replay_id``."""
-    key = plan_key(replay_id, "plan.json")
+    key = replay_key(replay_id, "plan.json")
     if not storage.exists(key):
         raise ConfigError(f"no replay {replay_id} in the archive (no {key})", setting="--resume")
     return Plan.from_json(storage.get(key).decode())

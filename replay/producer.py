@@ -21,12 +21,13 @@ from eventvault import format as fmt
 from eventvault import kafka
 from eventvault.eventtime import EventTimeSpec
 from eventvault.kafka import AIOKafkaError, BatchBuilder, TopicPartition
+from eventvault.layout import replay_key
 from eventvault.observe import ProgressBar
 from eventvault.query.selection import clusters, event_time_within
 from eventvault.replay.checkpoint import encode_checkpoint, group_id
 from eventvault.replay.errors import RejectedError
 from eventvault.replay.partitioning import partitioner
-from eventvault.replay.plan import plan_key, provenance
+from eventvault.replay.plan import provenance
 from eventvault.replay.prepare import Prepared
 from eventvault.replay.source import Source
 from eventvault.settings import Settings
@@ -179,7 +180,7 @@ class ReplayProducer:
             return
         rows = await self._offset_map_rows()
         self.transactions += 1
-        self.storage.put(plan_key(self.plan.replay_id,
+        self.storage.put(replay_key(self.plan.replay_id,
                                   f"offsets/{self.transactions:08d}.parquet"),
                          fmt.encode_rows(fmt.OFFSET_MAP_SCHEMA, rows))
         await self._commit_checkpoint()

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from eventvault import format as fmt
-from eventvault.replay.plan import plan_key
+from eventvault.layout import replay_key
 from eventvault.replay.prepare import Prepared
 from eventvault.storage import Storage
 
@@ -24,7 +24,7 @@ from eventvault.storage import Storage
 def offset_map(storage: Storage, replay_id: str, transactions: int) -> pa.Table:
     """The offset map of the first ``transactions`` committed transactions."""
     tables = []
-    for key in sorted(storage.list(plan_key(replay_id, "offsets/"))):
+    for key in sorted(storage.list(replay_key(replay_id, "offsets/"))):
         number = key.rsplit("/", 1)[-1].removesuffix(".parquet")
         if number.isdigit() and int(number) <= transactions:
             tables.append(fmt.decode_rows(fmt.OFFSET_MAP_SCHEMA, storage.get(key)))
@@ -67,9 +67,9 @@ def build_report(storage: Storage, prepared: Prepared, status: str, delivered: i
         report.update({
             "transactions": transactions, "records": table.num_rows,
             "partitions": _mapping(table),
-            "offset_map": f"{storage.url}/{plan_key(plan.replay_id, 'offsets/')}",
+            "offset_map": f"{storage.url}/{replay_key(plan.replay_id, 'offsets/')}",
             "finished": datetime.now(UTC).isoformat(),
         })
-        storage.put(plan_key(plan.replay_id, "report.json"),
+        storage.put(replay_key(plan.replay_id, "report.json"),
                     json.dumps(report, indent=2).encode())
     return report

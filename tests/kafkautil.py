@@ -90,7 +90,7 @@ def archive_once(s: Settings) -> Summary:
 def read_archive(store: Storage, topic: str | None = None) -> list[dict[str, Any]]:
     """Every row of the archive, with topic, hour and file key."""
     rows = []
-    for key in store.list(f"topic={topic}/" if topic else ""):
+    for key in store.list(f"topic={topic}/" if topic else "topic="):
         ref = parse_file_key(key)
         assert ref is not None, f"unexpected object {key}"
         for row in fmt.decode(store.get(key)).to_pylist():

@@ -18,6 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from eventvault.errors import QueryError
+from eventvault.layout import LEDGER
 from eventvault.query import timeprune
 from eventvault.query.sql import quote_literal, setup_sql
 from eventvault.settings import ArchiveSettings, StorageSettings
@@ -39,15 +40,22 @@ def httpfs_path() -> str:
 
 def setup(storage: StorageSettings, *, for_print: bool = False,
           topics: Sequence[str] | None = None) -> list[str]:
-    """The setup statements for ``storage``'s archive (``topics``: listed if not given)."""
-    if topics is None:
-        topics = open_storage(storage).topics()
+    """The setup statements for ``storage``'s archive.
+
+    ``topics``: listed if not given; ``()`` for no views at all (not even the ledger's).
+    """
+    ledger = False
+    if topics is None or len(topics):
+        archive = open_storage(storage)
+        topics = archive.topics() if topics is None else topics
+        ledger = next(iter(archive.list(LEDGER)), None) is not None
     key_id, secret = (None, None)
     if storage.is_s3 and not for_print:
         key_id, secret = s3_credentials(storage)
     elif storage.is_s3 and storage.access_key_id:
         key_id = storage.access_key_id  # printed with a placeholder for the secret
-    return setup_sql(storage, topics, httpfs_path() if storage.is_s3 else None, key_id, secret)
+    return setup_sql(storage, topics, httpfs_path() if storage.is_s3 else None, key_id, secret,
+                     ledger)
 
 
 def connect(storage: StorageSettings, topics: Sequence[str] | None = None, *,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from eventvault.layout import LEDGER
 from eventvault.settings import StorageSettings
 
 HIVE_TYPES = "{'topic': VARCHAR, 'date': DATE, 'hour': INTEGER}"
@@ -84,8 +85,12 @@ def secret_sql(storage: StorageSettings, key_id: str | None, secret: str | None)
 
 
 def setup_sql(storage: StorageSettings, topics: Sequence[str], httpfs_path: str | None,
-              key_id: str | None = None, secret: str | None = None) -> list[str]:
-    """Every statement that makes ``topics`` and ``events`` queryable."""
+              key_id: str | None = None, secret: str | None = None,
+              ledger: bool = False) -> list[str]:
+    """Every statement that makes ``topics`` and ``events`` queryable.
+
+    ``ledger``: the archive has a maintenance ledger, shown as the view ``maintenance_ledger``.
+    """
     out = []
     if storage.is_s3:
         out.append(f"LOAD {quote_literal(httpfs_path)};" if httpfs_path else "LOAD httpfs;")
@@ -95,6 +100,10 @@ def setup_sql(storage: StorageSettings, topics: Sequence[str], httpfs_path: str 
     out += [view_sql(topic, glob(storage, topic)) for topic in topics]
     if topics:
         out.append(view_sql("events", glob(storage)))
+    if ledger:
+        files = quote_literal(f"{root_url(storage)}/{LEDGER}*/*.parquet")
+        out.append(f"CREATE OR REPLACE VIEW maintenance_ledger AS SELECT * FROM "  # noqa: S608
+                   f"read_parquet({files}, union_by_name = true);")
     return out
 
 

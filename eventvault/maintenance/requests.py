@@ -1,0 +1,96 @@
+"""Erasure requests, kept open in the archive storage until their deadline. PII-free.
+
+A request is stored as ``_erasure/requests/<request id>.json`` with the keyed hashes of its
+subjects, never their ids, so that every later run can look for records that arrived after
+the first (late events, records still on the topic) until the deadline. Files found to hold a
+subject are written down per topic (``_erasure/intents/<topic>.json``) before they are
+rewritten, so that a run killed half way is finished by the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from eventvault.errors import ConfigError
+from eventvault.storage import Storage
+
+REQUESTS = "_erasure/requests/"
+INTENTS = "_erasure/intents/"
+_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One erasure request: its subjects (as keyed hashes, hex), when it came, its deadline."""
+
+    request_id: str
+    subjects: tuple[str, ...]
+    received: datetime
+    deadline: datetime
+    status: str = "open"  # open, closed
+
+    def to_json(self) -> str:
+        """The stored form."""
+        return json.dumps({"request_id": self.request_id, "subjects": list(self.subjects),
+                           "received": self.received.isoformat(),
+                           "deadline": self.deadline.isoformat(), "status": self.status},
+                          indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Request:
+        """A request from its stored form."""
+        data = json.loads(text)
+        return cls(data["request_id"], tuple(data["subjects"]),
+                   datetime.fromisoformat(data["received"]),
+                   datetime.fromisoformat(data["deadline"]), data["status"])
+
+
+def check_request_id(request_id: str) -> str:
+    """A request id that can name a file: letters, digits, '.', '_', '-', up to 128."""
+    if not _ID.match(request_id):
+        raise ConfigError(f"request id {request_id!r} must be 1 to 128 letters, digits, '.', "
+                          "'_' or '-'", setting="request_id")
+    return request_id
+
+
+def merged(known: Request | None, request_id: str, subjects: Iterable[str], now: datetime,
+           deadline_days: int) -> Request:
+    """A request with ``subjects`` added (a new one if ``known`` is None). Pure."""
+    if known is None:
+        return Request(request_id, tuple(sorted(set(subjects))), now,
+                       now + timedelta(days=deadline_days))
+    return replace(known, subjects=tuple(sorted(set(known.subjects) | set(subjects))),
+                   status="open")
+
+
+def load_requests(storage: Storage) -> dict[str, Request]:
+    """Every stored request, by id."""
+    found = {}
+    for key in storage.list(REQUESTS):
+        if key.endswith(".json"):
+            request = Request.from_json(storage.get(key).decode())
+            found[request.request_id] = request
+    return found
+
+
+def save_request(storage: Storage, request: Request) -> None:
+    """Store ``request``."""
+    storage.put(f"{REQUESTS}{request.request_id}.json", request.to_json().encode())
+
+
+def load_intents(storage: Storage, topic: str) -> dict[str, list[str]]:
+    """Files of ``topic`` found to hold subjects and not yet verified clean: key -> request ids."""
+    key = f"{INTENTS}{topic}.json"
+    if not storage.exists(key):
+        return {}
+    data: dict[str, list[str]] = json.loads(storage.get(key))
+    return data
+
+
+def save_intents(storage: Storage, topic: str, intents: dict[str, list[str]]) -> None:
+    """Replace the intents of ``topic``."""
+    storage.put(f"{INTENTS}{topic}.json", json.dumps(intents, indent=2, sort_keys=True).encode())

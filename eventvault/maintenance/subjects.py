@@ -1,0 +1,129 @@
+"""Data subjects in records: where their id is, its keyed hash, and redaction. Pure functions.
+
+A subject id is compared only by its keyed hash, HMAC-SHA256 under ``erasure.hmac_key``: the
+index, the request store and the ledger hold hashes, never ids, and a hash cannot be turned
+back into an id without the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+
+from eventvault.settings import SubjectSettings
+
+Header = tuple[str, bytes | None]
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class SubjectSpec:
+    """Where a topic's subject id is, and what erasure does (see SubjectSettings)."""
+
+    location: Literal["key", "value", "header"]
+    field: str | None = None
+    action: Literal["drop", "redact"] = "drop"
+    redact: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, settings: SubjectSettings) -> SubjectSpec:
+        """The spec of a topic's settings."""
+        return cls(settings.location, settings.field, settings.action, tuple(settings.redact))
+
+    @property
+    def fingerprint(self) -> str:
+        """Where the id is, as text: an index built for one place is no use for another."""
+        return f"{self.location}:{self.field or ''}"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The archive columns that hold the id."""
+        return {"key": ("key",), "value": ("value",), "header": ("headers",)}[self.location]
+
+
+def keyed_hash(key: bytes, subject: bytes) -> bytes:
+    """HMAC-SHA256 of a subject id: what eventvault stores instead of the id."""
+    return hmac.new(key, subject, hashlib.sha256).digest()
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A short name for an HMAC key (indexes built under another key are not used)."""
+    return keyed_hash(key, b"eventvault index key")[:6].hex()
+
+
+def _json_lookup(value: bytes | None, path: str) -> object:
+    if not value:
+        return _MISSING
+    try:
+        node: object = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return _MISSING
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _as_id(raw: object) -> bytes | None:
+    if isinstance(raw, str):
+        return raw.encode()
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return str(raw).encode()
+    return None
+
+
+def subject_of(spec: SubjectSpec, key: bytes | None, value: bytes | None,
+               headers: Sequence[Header]) -> bytes | None:
+    """The subject id of one record (None: the record names no subject)."""
+    if spec.location == "key":
+        return key
+    if spec.location == "header":
+        found = [v for k, v in headers if k == spec.field and v is not None]
+        return found[-1] if found else None
+    assert spec.field is not None
+    return _as_id(_json_lookup(value, spec.field))
+
+
+def _null_paths(document: object, paths: Iterable[str]) -> bool:
+    """Set each dotted path that exists in ``document`` to None; whether any did."""
+    changed = False
+    for path in paths:
+        *parents, last = path.split(".")
+        node = document
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node and node[last] is not None:
+            node[last] = None
+            changed = True
+    return changed
+
+
+def redact(spec: SubjectSpec, key: bytes | None, value: bytes | None,
+           headers: Sequence[Header]) -> tuple[bytes | None, bytes | None, list[Header]]:
+    """The record with its subject id and the ``redact`` fields removed.
+
+    A JSON value is parsed and written again compactly (orjson) with those fields set to null;
+    a value that is not a JSON object is kept as it is when only the key or a header names
+    the subject.
+    """
+    new_headers = list(headers)
+    if spec.location == "key":
+        key = None
+    elif spec.location == "header":
+        new_headers = [(k, v) for k, v in headers if k != spec.field]
+    paths = list(spec.redact) + ([spec.field] if spec.location == "value" and spec.field
+                                 else [])
+    if paths and value:
+        try:
+            document = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            document = None
+        if isinstance(document, dict) and _null_paths(document, paths):
+            value = orjson.dumps(document)
+    return key, value, new_headers
