@@ -80,4 +80,5 @@ def offsets(rows: list[dict[str, Any]]) -> Counter[tuple[int, int]]:
 
 
 def parquet_rows(data: bytes) -> list[dict[str, Any]]:
-    return pq.read_table(io.BytesIO(data)).to_pylist()
+    rows: list[dict[str, Any]] = pq.read_table(io.BytesIO(data)).to_pylist()
+    return rows

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from eventvault.errors import StorageError
-from eventvault.storage import ObjectVersion, RangeReader
+from eventvault.storage.base import ObjectVersion, RangeReader
 
 
 class LocalStorage:

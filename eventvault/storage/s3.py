@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from eventvault.errors import StorageError
 from eventvault.settings import StorageSettings
-from eventvault.storage import ObjectVersion, RangeReader
+from eventvault.storage.base import ObjectVersion, RangeReader
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
