@@ -1,0 +1,149 @@
+"""The pure core of erasure and retention: subjects, redaction, the index, the guard, expiry."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventvault import format as fmt
+from eventvault.layout import FileRef
+from eventvault.maintenance import index
+from eventvault.maintenance.erasure import erase_rows, leftovers, offsets_kept
+from eventvault.maintenance.guard import Guard
+from eventvault.maintenance.requests import merged
+from eventvault.maintenance.retention import expired, hour_blocked
+from eventvault.maintenance.subjects import SubjectSpec, keyed_hash, redact, subject_of
+from eventvault.progress import Cut, Progress
+from eventvault.storage import ObjectVersion
+from eventvault.times import US_PER_HOUR, micros
+
+KEY = b"k"
+VALUE_SPEC = SubjectSpec("value", "order.customer.id", "drop")
+
+
+def test_where_the_subject_is() -> None:
+    value = json.dumps({"order": {"customer": {"id": "c1"}}}).encode()
+    assert subject_of(VALUE_SPEC, None, value, []) == b"c1"
+    assert subject_of(VALUE_SPEC, None, b'{"order": {"customer": {"id": 42}}}', []) == b"42"
+    assert subject_of(VALUE_SPEC, None, b'{"order": {"customer": {"id": true}}}', []) is None
+    assert subject_of(VALUE_SPEC, None, b"\xff not json", []) is None
+    assert subject_of(VALUE_SPEC, None, None, []) is None
+    assert subject_of(SubjectSpec("key"), b"c2", None, []) == b"c2"
+    header = SubjectSpec("header", "user")
+    assert subject_of(header, None, None, [("user", b"a"), ("x", b"y"), ("user", b"b")]) == b"b"
+    assert subject_of(header, None, None, [("user", None)]) is None
+
+
+def test_redaction_keeps_the_shape() -> None:
+    spec = SubjectSpec("value", "c.id", "redact", ("c.email", "missing.path"))
+    value = json.dumps({"c": {"id": "x", "email": "x@example.com", "tier": "plus"}, "n": 1.5})
+    key, new, headers = redact(spec, b"k", value.encode(), [("h", b"1")])
+    assert (key, headers) == (b"k", [("h", b"1")])
+    assert json.loads(new or b"") == {"c": {"id": None, "email": None, "tier": "plus"}, "n": 1.5}
+    assert redact(SubjectSpec("key", action="redact"), b"x", b"\x00", [])[:2] == (None, b"\x00")
+    assert redact(SubjectSpec("header", "u", "redact"), None, None,
+                  [("u", b"x"), ("v", b"1")])[2] == [("v", b"1")]
+
+
+@settings(max_examples=50)
+@given(st.sets(st.binary(min_size=1, max_size=20), min_size=0, max_size=300))
+def test_the_index_never_misses_a_subject(subjects: set[bytes]) -> None:
+    digests = [keyed_hash(KEY, s) for s in subjects]
+    bloom = index.Bloom.decode(index.Bloom.build(digests).encode(len(digests)))
+    assert all(d in bloom for d in digests)
+
+
+def test_the_index_rarely_says_yes_wrongly() -> None:
+    bloom = index.Bloom.build(keyed_hash(KEY, b"in-%d" % i) for i in range(2000))
+    wrong = sum(keyed_hash(KEY, b"out-%d" % i) in bloom for i in range(20_000))
+    assert wrong < 60  # designed for 1 in 1000: 20 expected
+    assert len(bloom.bits) < 2000 * 2  # about 14.4 bits per subject
+
+
+@given(st.from_regex(r"topic=[a-z.]{1,9}/date=20[0-9]{2}-0[1-9]-1[0-9]/hour=[0-2][0-9]/"
+                     r"[0-9]{5}-[0-9]{20}-[0-9]{20}\.parquet", fullmatch=True),
+       st.from_regex(r'"?[0-9a-f]{32}(-[0-9]{1,3})?"?', fullmatch=True))
+def test_index_names_lead_back_to_their_file(key: str, etag: str) -> None:
+    prefix = index.index_prefix("abc123", VALUE_SPEC)
+    name = index.index_key(prefix, ObjectVersion(key, 10, etag))
+    assert index.archive_key_of(name) == key
+    assert index.archive_key_of(key) is None
+
+
+def _table(values: list[bytes | None], timestamps_us: list[int] | None = None) -> pa.Table:
+    cols = fmt.Columns(0)
+    for i, value in enumerate(values):
+        cols.append(10 + i, (timestamps_us or [0] * len(values))[i], "CreateTime", b"k%d" % i,
+                    value, [("h", b"v")])
+    return fmt.to_table(cols)
+
+
+def _order(who: str) -> bytes:
+    return json.dumps({"order": {"customer": {"id": who, "email": f"{who}@example.com"}}}).encode()
+
+
+def test_erasing_drops_only_the_subjects_rows_and_keeps_odd_timestamps() -> None:
+    far = 200_000 * 365 * 86_400 * 1_000_000  # year ~200,000: no Python datetime holds it
+    table = _table([_order("cus_1"), _order("cus_10"), b"\xff", None, _order("cus_1")],
+                   [far, 1, 2, 3, -far])
+    wanted = {keyed_hash(KEY, b"cus_1")}
+    erased = erase_rows(table, VALUE_SPEC, wanted, KEY)
+    assert (erased.dropped, erased.redacted) == (2, 0)
+    assert erased.found == {keyed_hash(KEY, b"cus_1"): ((0, 10), (0, 14))}
+    assert erased.table.column("offset").to_pylist() == [11, 12, 13]
+    assert erased.table.column("timestamp").cast("int64").to_pylist() == [1, 2, 3]
+    assert offsets_kept(table, erased.table, erased)
+    assert not offsets_kept(table, erased.table.slice(1), erased)
+    assert leftovers(erased.table, VALUE_SPEC, wanted, KEY, [b"cus_1"]) == []
+    assert leftovers(table, VALUE_SPEC, set(), KEY, [b"cus_1"]) == [(0, 10), (0, 14)]
+    redacting = SubjectSpec("value", "order.customer.id", "redact", ("order.customer.email",))
+    redacted = erase_rows(table, redacting, wanted, KEY)
+    assert (redacted.dropped, redacted.redacted) == (0, 2)
+    assert redacted.table.column("timestamp").cast("int64").to_pylist() == [far, 1, 2, 3, -far]
+    assert redacted.table.schema == fmt.SCHEMA
+    assert leftovers(redacted.table, redacting, wanted, KEY, [b"cus_1"]) == []
+    assert erase_rows(table, VALUE_SPEC, {keyed_hash(KEY, b"nobody")}, KEY).table is table
+
+
+def test_the_guard_lets_maintenance_touch_only_finished_files() -> None:
+    guard = Guard("t", {0: Progress(100, (Cut(90, 120, 7),))})
+    assert guard.why_not(FileRef("t", 7, 0, 0, 50)) is None
+    assert "committed up to offset 100" in (guard.why_not(FileRef("t", 8, 0, 90, 100)) or "")
+    assert guard.why_not(FileRef("t", 7, 1, 0, 10**6)) is None  # never committed: only new names
+    assert "recorded cut" in (hour_blocked(guard, 7, []) or "")
+    assert hour_blocked(guard, 6, [FileRef("t", 6, 0, 0, 99)]) is None
+
+
+@given(st.integers(0, 500_000), st.integers(1, 3650),
+       st.integers(0, 10**12).map(lambda s: datetime(2001, 1, 1, tzinfo=UTC)
+                                  + timedelta(microseconds=s * 1000)))
+def test_an_hour_expires_once_it_ended_more_than_the_limit_ago(hour: int, days: int,
+                                                               now: datetime) -> None:
+    refs = [FileRef("t", hour, 0, 0, 1), FileRef("t", None, 0, 2, 3)]
+    gone = expired(refs, days, now)
+    ended = (hour + 1) * US_PER_HOUR
+    assert (hour in gone) == (ended <= micros(now) - days * 86_400 * 1_000_000)
+    assert None not in gone  # the null partition is never expired
+
+
+def test_requests_merge_subjects_and_keep_their_deadline() -> None:
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    first = merged(None, "R", ["b", "a"], now, 30)
+    assert first.subjects == ("a", "b")
+    assert first.deadline == now + timedelta(days=30)
+    later = merged(first, "R", ["c", "a"], now + timedelta(days=3), 30)
+    assert later.subjects == ("a", "b", "c")
+    assert later.deadline == first.deadline
+
+
+@pytest.mark.parametrize("size", [0, 1, 5000])
+def test_empty_and_large_indexes_decode(size: int) -> None:
+    digests = [os.urandom(32) for _ in range(size)]
+    bloom = index.Bloom.decode(index.Bloom.build(digests).encode(size))
+    assert all(d in bloom for d in digests)
