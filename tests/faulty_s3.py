@@ -3,7 +3,9 @@
 Real HTTP on 127.0.0.1: boto3 talks to the proxy as it would to S3. A chosen share of requests
 is answered with 503 SlowDown or 500 InternalError (S3's XML error bodies) or has its connection
 dropped, before (``when="before"``) or after (``"after"``: the write happened, the answer is
-lost) forwarding to the real server.
+lost) forwarding to the real server. ``hold()`` makes requests wait in the proxy, their
+bodies read, until ``release()``: a client killed meanwhile leaves them behind, and they reach
+the server late, as the uploads of a zombie would.
 """
 
 from __future__ import annotations
@@ -27,13 +29,19 @@ class FaultyS3:
     """Start with ``start()``; ``endpoint_url`` is the proxy; ``injected`` counts the faults."""
 
     def __init__(self, upstream: str, rate: float, methods: tuple[str, ...] = ("PUT", "POST"),
-                 seed: int = 7) -> None:
+                 seed: int = 7,
+                 faults: tuple[str, ...] = ("503", "500", "reset-before", "reset-after")) -> None:
         self.upstream = urlsplit(upstream)
         self.rate = rate
+        self.faults = faults
         self.methods = methods
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.injected: Counter[str] = Counter()
+        self.released = threading.Event()
+        self.released.set()
+        self.held = 0
+        self.answers: Counter[int] = Counter()  # statuses of requests that were held
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,6 +52,11 @@ class FaultyS3:
 
             def _handle(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                held = self.command in proxy.methods and not proxy.released.is_set()
+                if held:
+                    with proxy.lock:
+                        proxy.held += 1
+                    proxy.released.wait()
                 fault = proxy._pick(self.command)
                 if fault in ("503", "500"):
                     data = _ERRORS[int(fault)]
@@ -58,14 +71,20 @@ class FaultyS3:
                     return
                 status, headers, data = proxy._forward(self.command, self.path, self.headers,
                                                        body)
+                if held:
+                    with proxy.lock:
+                        proxy.answers[status] += 1
                 if fault == "reset-after":
                     self._reset()
                     return
                 self.send_response(status)
+                length = str(len(data))
                 for k, v in headers:
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    if k.lower() == "content-length" and self.command == "HEAD":
+                        length = v  # a HEAD answer has no body but tells the object's size
+                    elif k.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Length", length)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -85,7 +104,7 @@ class FaultyS3:
         with self.lock:
             if method not in self.methods or self.rng.random() >= self.rate:
                 return None
-            fault = self.rng.choice(["503", "500", "reset-before", "reset-after"])
+            fault = self.rng.choice(self.faults)
             self.injected[fault] += 1
             return fault
 
@@ -99,6 +118,14 @@ class FaultyS3:
             return resp.status, resp.getheaders(), resp.read()
         finally:
             conn.close()
+
+    def hold(self) -> None:
+        """Keep requests of ``methods`` in the proxy until :meth:`release`."""
+        self.released.clear()
+
+    def release(self) -> None:
+        """Forward the requests held so far, and hold no more."""
+        self.released.set()
 
     def start(self) -> FaultyS3:
         self.thread.start()
