@@ -242,11 +242,22 @@ class Settings(BaseSettings):
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
 
 
+CONFIG_VARIABLE = "EVENTVAULT_CONFIG"
+"""Names the TOML file where no ``--config`` can be given (Airflow tasks)."""
+
+
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
-    """Build the settings once; raise ConfigError naming the first bad setting."""
+    """Build the settings once; raise ConfigError naming the first bad setting.
+
+    The file is ``config``, else the one ``EVENTVAULT_CONFIG`` names, else ``eventvault.toml``
+    in the working directory if there is one.
+    """
+    given = "--config"
+    if config is None and os.environ.get(CONFIG_VARIABLE):
+        config, given = Path(os.environ[CONFIG_VARIABLE]), CONFIG_VARIABLE
     path = config or DEFAULT_CONFIG
     if config is not None and not config.is_file():
-        raise ConfigError(f"--config {config}: no such file", setting="--config")
+        raise ConfigError(f"{given} {config}: no such file", setting=given)
     if path.is_file():
         try:
             tomllib.loads(path.read_text())

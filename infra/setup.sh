@@ -2,7 +2,7 @@
 # Installs everything eventvault's demo, tests and benchmarks need; safe to run again.
 #   - Debian packages: kcat (an independent Kafka client the tests use), and Java 17 + Maven
 #     if missing (they fetch and run the real Kafka broker)
-#   - uv, a virtualenv in .venv with eventvault and its dev tools
+#   - uv, a virtualenv in .venv with eventvault, its dev tools and Airflow (the extra airflow)
 #   - Apache Kafka's jars from Maven Central into .cache/kafka (git-ignored)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,6 @@ python=${PYTHON:-python3}
 command -v uv >/dev/null || "$python" -m pip install -q uv
 uv=$(command -v uv || echo "$python -m uv")
 [ -x .venv/bin/python ] || $uv venv -q -p "$python" .venv
-$uv pip install -q -p .venv/bin/python -e '.[dev]'
+$uv pip install -q -p .venv/bin/python -e '.[dev,airflow]'
 .venv/bin/python -m infra.kafka_local fetch >/dev/null
 echo "setup complete: .venv, Kafka $(.venv/bin/python -c 'from infra.kafka_local import KAFKA_VERSION as v; print(v)'), $(kcat -V | head -1)"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 TREE = REPO / ".cache" / "typing"
-OTHERS = ["tests", "bench", "infra"]  # checked where they are: they import eventvault
+OTHERS = ["dags", "tests", "bench", "infra"]  # checked where they are: they import eventvault
 
 
 def package_dirs() -> dict[str, Path]:
