@@ -162,8 +162,9 @@ def test_every_offset_exactly_once_through_crashes(case: tuple[World, list[str],
     assert set(counts) <= set(original)
     for cut, offsets in world.storage.items():
         assert all(original[o] == cut.hour for o in offsets), "record in the wrong hour"
-    assert world.committed.offset == (world.records[-1][0] + 1 if world.records else 0) or \
-        not world.records
+    if world.records:  # the end is committed; records compacted away after being read may
+        # have moved it past the last one that survives, never past the last one produced
+        assert world.records[-1][0] + 1 <= world.committed.offset <= max(original) + 1
 
 
 def test_pitfall_idle_roll_then_crash_does_not_duplicate() -> None:
