@@ -59,3 +59,19 @@ EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS=$bootstrap .venv/bin/eventvault --log-level 
 echo; echo "\$ kcat -C -b $bootstrap -t $target -p 0 -o beginning -c 2 -f '%p %o %k %h\\n'"
 kcat -C -b "$bootstrap" -t "$target" -p 0 -o beginning -c 2 -q -f '%p %o %k %h\n'
 echo "records on $target: $(kcat -C -b "$bootstrap" -t "$target" -o beginning -e -q -f 'x\n' | wc -l)"
+
+# Erasure end to end: the most frequent customer of the demo is a data subject to erase.
+export EVENTVAULT_ERASURE__HMAC_KEY=demo-only-key
+export EVENTVAULT_ERASURE__TOPICS='{"shop.orders": {"location": "value", "field": "order.customer.id", "action": "redact", "redact": ["order.customer.email", "order.customer.name", "device.ip"]}}'
+subject=$(.venv/bin/eventvault query --format csv "SELECT value_json->>'\$.order.customer.id' AS c, count(*) AS n FROM \"shop.orders\" GROUP BY c ORDER BY n DESC, c LIMIT 1" | tail -1 | cut -d, -f1)
+count_sql="SELECT count(*) AS records_naming_${subject} FROM \"shop.orders\" WHERE regexp_matches(value_text, '\\b${subject}\\b')"
+echo; echo "\$ eventvault query \"$count_sql\""
+.venv/bin/eventvault query "$count_sql"
+echo; echo "\$ eventvault erase --request-id demo-1 --subject $subject"
+EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS=$bootstrap .venv/bin/eventvault --log-level WARNING erase \
+    --request-id demo-1 --subject "$subject"
+echo; echo "\$ eventvault query \"$count_sql\""
+.venv/bin/eventvault query "$count_sql"
+ledger_sql="SELECT entry, request_id, object_key, rows_redacted, noncurrent_versions_deleted AS versions_deleted, verified FROM maintenance_ledger WHERE entry IN ('request', 'file') ORDER BY entry DESC, object_key LIMIT 4"
+echo; echo "\$ eventvault query \"$ledger_sql\""
+.venv/bin/eventvault query "$ledger_sql"

@@ -182,6 +182,7 @@ class Erasure:
             outcome.found = {h.hex(): [list(p) for p in places]
                              for h, places in erased.found.items()}
             outcome.version_before, outcome.sha256_before = current.version_id, _sha256(data)
+            outcome.bytes_before = len(data)
         if self.dry_run:
             outcome.noncurrent_deleted = len(versions) - (current is not None)
             outcome.detail = "dry run: nothing written"
@@ -194,7 +195,7 @@ class Erasure:
                 raise MaintenanceError(f"erasure of {key} would lose other records; nothing "
                                        "was written", key=key)
             outcome.version_after = self.storage.put(key, rewritten)
-            outcome.sha256_after = _sha256(rewritten)
+            outcome.sha256_after, outcome.bytes_after = _sha256(rewritten), len(rewritten)
         outcome.noncurrent_deleted = self._drop_other_versions(key)
         outcome.verified, outcome.detail = self._verify(key, spec, hashes, raw_ids)
         if outcome.verified and current is not None:

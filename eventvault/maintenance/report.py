@@ -44,6 +44,8 @@ class FileOutcome:
     version_after: str | None = None
     sha256_before: str | None = None
     sha256_after: str | None = None
+    bytes_before: int = 0
+    bytes_after: int = 0
     noncurrent_deleted: int = 0
     verified: bool | None = None
     detail: str = ""
