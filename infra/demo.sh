@@ -72,6 +72,6 @@ EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS=$bootstrap .venv/bin/eventvault --log-level 
     --request-id demo-1 --subject "$subject"
 echo; echo "\$ eventvault query \"$count_sql\""
 .venv/bin/eventvault query "$count_sql"
-ledger_sql="SELECT entry, request_id, object_key, rows_redacted, noncurrent_versions_deleted AS versions_deleted, verified FROM maintenance_ledger WHERE entry IN ('request', 'file') ORDER BY entry DESC, object_key LIMIT 4"
+ledger_sql="SELECT entry, request_id, left(subject_hash, 12) AS subject, split_part(object_key, '/', 4) AS file, rows_redacted AS redacted, verified FROM maintenance_ledger ORDER BY entry DESC, file"
 echo; echo "\$ eventvault query \"$ledger_sql\""
 .venv/bin/eventvault query "$ledger_sql"

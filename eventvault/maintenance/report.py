@@ -132,9 +132,10 @@ def text(summary: dict[str, Any]) -> Iterator[str]:
     for topic in summary["topics"]:
         share = topic["index_bytes_read"] / topic["archive_bytes"] if topic["archive_bytes"] \
             else 0.0
-        yield (f"  {topic['topic']}: {topic['files']} files, {len(topic['ready'])} to rewrite, "
-               f"{len(topic['waiting'])} waiting; read {topic['index_bytes_read']} bytes of "
-               f"index ({share:.2%} of {topic['archive_bytes']})")
+        yield (f"  {topic['topic']}: {topic['files']} files, {len(topic['ready'])} hold a "
+               f"subject, {len(topic['waiting'])} waiting; {topic['indexed']} indexes read "
+               f"({topic['index_bytes_read']} bytes, {share:.2%} of the archive's "
+               f"{topic['archive_bytes']})")
         if topic["scanned"]:
             yield (f"    {topic['scanned']} files had no index: scanned "
                    f"({topic['scan_bytes_read']} bytes read)"
@@ -142,10 +143,15 @@ def text(summary: dict[str, Any]) -> Iterator[str]:
         for key, why in topic["waiting"].items():
             yield f"    waiting: {key}: {why}"
     for f in summary["files"]:
-        would = "would drop" if summary["dry_run"] else "dropped"
-        yield (f"  {f['key']}: {would} {f['dropped']}, redacted {f['redacted']} of "
-               f"{f['rows']} rows; {f['noncurrent_deleted']} other versions"
-               + ("" if f["verified"] is None else
-                  f" deleted; {'verified' if f['verified'] else 'NOT VERIFIED'}"))
+        done = [f"{verb} {f[name]}" for verb, name in (("dropped", "dropped"),
+                                                       ("redacted", "redacted")) if f[name]]
+        what = ", ".join(done) or "nothing to change"
+        if summary["dry_run"]:
+            yield (f"  {f['key']}: would have {what} of {f['rows']} records, and "
+                   f"{f['noncurrent_deleted']} other versions deleted")
+            continue
+        verdict = "verified" if f["verified"] else f"NOT VERIFIED: {f['detail']}"
+        yield (f"  {f['key']}: {what} of {f['rows']} records; {f['noncurrent_deleted']} other "
+               f"versions deleted; {verdict}")
     for problem in summary["problems"]:
         yield f"  problem: {problem}"
