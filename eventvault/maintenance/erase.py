@@ -8,7 +8,7 @@ tasks (one per topic, one per file), pass only PII-free, JSON-ready values betwe
    open subjects, adds files found by earlier runs and not yet verified clean, and splits them
    into those the archiver has finished and those it may still write (eventvault.maintenance
    .guard): the latter wait for a later run;
-3. :meth:`Erasure.erase_file` rewrites one file under the same name without the subjects,
+3. :meth:`Erasure.erase_files` rewrites files under the same name without the subjects,
    checks that nobody else's records went, deletes every other version of the object, and
    verifies the object (and that no other version remains);
 4. :meth:`Erasure.finish` names the recipients (replays that delivered the records), writes
@@ -162,21 +162,43 @@ class Erasure:
                                  self.hmac_key)
 
     # -- step 3 ----------------------------------------------------------------------------
-    def erase_file(self, topic: str, key: str, open_requests: Sequence[requests.Request],
-                   raw_ids: Sequence[str] = ()) -> FileOutcome:
-        """Rewrite one file without the open requests' subjects; drop its other versions.
+    def erase_files(self, topic: str, keys: Sequence[str],
+                    open_requests: Sequence[requests.Request],
+                    raw_ids: Sequence[str] = ()) -> list[FileOutcome]:
+        """Rewrite files of ``topic`` without the subjects; delete their other versions; verify.
 
-        Then verify it. ``raw_ids``: subject ids known to this run, looked for byte by byte.
+        ``raw_ids``: subject ids known to this run, looked for as bytes too. The versions of
+        all ``keys`` are listed once before and once after (S3 lists the versions of a
+        prefix, not of one key).
         """
-        spec = self.specs[topic]
+        if not keys:
+            return []
         hashes = {bytes.fromhex(h) for r in open_requests for h in r.subjects}
+        prefix = keys[0] if len(keys) == 1 else topic_prefix(topic)
+        before = self.storage.all_versions(prefix)
+        outcomes = [self._rewrite(topic, key, before.get(key, ()), hashes) for key in keys]
+        if self.dry_run:
+            return outcomes
+        after = self.storage.all_versions(prefix)
+        for outcome in outcomes:
+            remaining = after.get(outcome.key, ())
+            outcome.verified, outcome.detail = self._verify(outcome.key, remaining,
+                                                            self.specs[topic], hashes, raw_ids)
+            if outcome.verified and remaining:
+                index.build_index(self.storage, self._prefix(topic), remaining[0],
+                                  self.specs[topic], self.hmac_key)
+        return outcomes
+
+    def _rewrite(self, topic: str, key: str, versions: Sequence[ObjectVersion],
+                 hashes: set[bytes]) -> FileOutcome:
+        """One file without the subjects, under the same name; its other versions deleted."""
         outcome = FileOutcome(topic, key)
-        versions = self.storage.versions(key)
         current = next((v for v in versions if v.latest and not v.delete_marker), None)
+        others = [v for v in versions if v is not current]
         if current is not None:
             data = self.storage.get(key, current.version_id)
             table = fmt.decode(data)
-            erased = erase_rows(table, spec, hashes, self.hmac_key)
+            erased = erase_rows(table, self.specs[topic], hashes, self.hmac_key)
             outcome.rows, outcome.dropped, outcome.redacted = (table.num_rows, erased.dropped,
                                                                erased.redacted)
             outcome.found = {h.hex(): [list(p) for p in places]
@@ -184,7 +206,7 @@ class Erasure:
             outcome.version_before, outcome.sha256_before = current.version_id, _sha256(data)
             outcome.bytes_before = len(data)
         if self.dry_run:
-            outcome.noncurrent_deleted = len(versions) - (current is not None)
+            outcome.noncurrent_deleted = len(others)
             outcome.detail = "dry run: nothing written"
             return outcome
         if current is not None and erased.changed:
@@ -196,24 +218,17 @@ class Erasure:
                                        "was written", key=key)
             outcome.version_after = self.storage.put(key, rewritten)
             outcome.sha256_after, outcome.bytes_after = _sha256(rewritten), len(rewritten)
-        outcome.noncurrent_deleted = self._drop_other_versions(key)
-        outcome.verified, outcome.detail = self._verify(key, spec, hashes, raw_ids)
-        if outcome.verified and current is not None:
-            latest = self.storage.versions(key)[0]
-            index.build_index(self.storage, self._prefix(topic), latest, spec, self.hmac_key)
+            if outcome.version_after is not None:  # the replaced version is now an old one
+                others.append(current)
+        for version in others:  # older versions and delete markers: every one goes
+            if version.version_id is not None:
+                self.storage.delete_version(key, version.version_id)
+        outcome.noncurrent_deleted = sum(1 for v in others if v.version_id is not None)
         return outcome
 
-    def _drop_other_versions(self, key: str) -> int:
-        """Delete every version of ``key`` but the current one (delete markers too)."""
-        others = [v for v in self.storage.versions(key) if not v.latest or v.delete_marker]
-        for version in others:
-            self.storage.delete_version(key, version.version_id)
-        return len(others)
-
-    def _verify(self, key: str, spec: SubjectSpec, hashes: set[bytes],
-                raw_ids: Sequence[str]) -> tuple[bool, str]:
+    def _verify(self, key: str, remaining: Sequence[ObjectVersion], spec: SubjectSpec,
+                hashes: set[bytes], raw_ids: Sequence[str]) -> tuple[bool, str]:
         """Whether no version of ``key`` but one remains, and it names no subject."""
-        remaining = self.storage.versions(key)
         if not remaining:
             return True, "the object is gone (deleted by retention), with every version"
         if len(remaining) > 1 or remaining[0].delete_marker:
@@ -285,6 +300,7 @@ async def run_erasure(settings: Settings, storage: Storage, asked: Sequence[Subm
     findings = [await erasure.find(topic, open_requests)
                 for topic in sorted(erasure.specs) if topic in archived]
     raw_ids = [item.subject for item in asked]
-    outcomes = [erasure.erase_file(found.topic, key, open_requests, raw_ids)
-                for found in findings for key in found.ready]
+    outcomes = [outcome for found in findings
+                for outcome in erasure.erase_files(found.topic, found.ready, open_requests,
+                                                   raw_ids)]
     return erasure.finish(open_requests, findings, outcomes)

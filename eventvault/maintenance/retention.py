@@ -104,15 +104,23 @@ class Retention:
         return plan
 
     def delete_hour(self, topic: str, hour: int, keys: Sequence[str]) -> HourOutcome:
-        """Delete every version of ``keys`` (one hour's files) and their indexes; verify."""
+        """Delete every version of ``keys`` (one hour's files) and their indexes; verify.
+
+        The hour's versions are listed once before and once after.
+        """
         outcome = HourOutcome(topic, hour)
+        folder = hour_dir(topic, hour) + "/"
         indexes = self._indexes(keys)
+        versions = self.storage.all_versions(folder)
         for key in keys:
-            outcome.versions_deleted += delete_all_versions(self.storage, key)
+            for version in versions.get(key, ()):
+                self.storage.delete_version(key, version.version_id)
+                outcome.versions_deleted += 1
             outcome.objects += 1
             for index_object in indexes.get(key, []):
                 delete_all_versions(self.storage, index_object)
-        outcome.left = [key for key in keys if self.storage.versions(key)]
+        left = self.storage.all_versions(folder)
+        outcome.left = [key for key in keys if key in left]
         outcome.verified = not outcome.left
         return outcome
 

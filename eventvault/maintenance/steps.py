@@ -58,7 +58,8 @@ def ready_files(findings: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 def erase_file(run: Run, item: dict[str, str], raw_ids: list[str]) -> dict[str, Any]:
     """Step 3, for one file: rewrite, delete other versions, verify."""
-    return asdict(_erasure(run).erase_file(item["topic"], item["key"], _requests(run), raw_ids))
+    outcome, = _erasure(run).erase_files(item["topic"], [item["key"]], _requests(run), raw_ids)
+    return asdict(outcome)
 
 
 def finish_erasure(run: Run, findings: list[dict[str, Any]],

@@ -103,6 +103,9 @@ class Storage(Protocol):
     def versions(self, key: str) -> tuple[ObjectVersion, ...]:
         """Every version of ``key`` (delete markers too), newest first."""
 
+    def all_versions(self, prefix: str = "") -> dict[str, tuple[ObjectVersion, ...]]:
+        """Every version of every key under ``prefix``, in one listing: key -> versions."""
+
     def delete_version(self, key: str, version_id: str | None) -> None:
         """Delete one version of ``key`` for good (None: the object, where there are none)."""
 

@@ -136,6 +136,10 @@ class LocalStorage:
         path = self._path(key)
         return (self._version(key, path),) if path.is_file() else ()
 
+    def all_versions(self, prefix: str = "") -> dict[str, tuple[ObjectVersion, ...]]:
+        """Every file under ``prefix``, one version each."""
+        return {version.key: (version,) for version in self.stat(prefix)}
+
     def delete_version(self, key: str, version_id: str | None) -> None:
         """Delete the file."""
         try:

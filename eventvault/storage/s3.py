@@ -155,30 +155,44 @@ class S3Storage:
         """LIST keys under the prefix, page by page."""
         return (version.key for version in self.stat(prefix))
 
+    def _pages(self, operation: str, **arguments: Any) -> Iterator[dict[str, Any]]:
+        """The pages of a LIST call; a failure (after boto3's retries) is a StorageError."""
+        pages = self.client.get_paginator(operation).paginate(  # type: ignore[call-overload]
+            Bucket=self.bucket, **arguments)
+        try:
+            yield from pages
+        except (ClientError, BotoCoreError) as exc:
+            where = arguments.get("Prefix", "")[len(self.prefix):]
+            raise StorageError(f"S3 {self.url}{where}: {exc}", url=self.url, key=where,
+                               retriable=_retriable(exc)) from exc
+
     def stat(self, prefix: str = "") -> Iterator[ObjectVersion]:
         """LIST the current objects under the prefix, with sizes and etags."""
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix + prefix)
-        for page in pages:
+        for page in self._pages("list_objects_v2", Prefix=self.prefix + prefix):
             for obj in page.get("Contents", []):
                 yield ObjectVersion(obj["Key"][len(self.prefix):], obj["Size"], obj["ETag"])
 
-    def versions(self, key: str) -> tuple[ObjectVersion, ...]:
-        """Every version and delete marker of ``key`` (LIST object versions), newest first."""
-        full = self.prefix + key
-        found = []
-        pages = self.client.get_paginator("list_object_versions").paginate(
-            Bucket=self.bucket, Prefix=full)
-        for page in pages:
+    def all_versions(self, prefix: str = "") -> dict[str, tuple[ObjectVersion, ...]]:
+        """Every version and delete marker of every key under the prefix, newest first.
+
+        One LIST of object versions for the whole prefix, not one per key.
+        """
+        found: dict[str, list[ObjectVersion]] = {}
+        for page in self._pages("list_object_versions", Prefix=self.prefix + prefix):
             for entry in page.get("Versions", []):
-                if entry["Key"] == full:
-                    found.append(ObjectVersion(key, entry["Size"], entry["ETag"],
-                                               entry.get("VersionId"), entry["IsLatest"]))
+                key = entry["Key"][len(self.prefix):]
+                found.setdefault(key, []).append(ObjectVersion(
+                    key, entry["Size"], entry["ETag"], entry.get("VersionId"), entry["IsLatest"]))
             for marker in page.get("DeleteMarkers", []):
-                if marker["Key"] == full:
-                    found.append(ObjectVersion(key, 0, "", marker.get("VersionId"),
-                                               marker["IsLatest"], delete_marker=True))
-        return tuple(sorted(found, key=lambda v: not v.latest))
+                key = marker["Key"][len(self.prefix):]
+                found.setdefault(key, []).append(ObjectVersion(
+                    key, 0, "", marker.get("VersionId"), marker["IsLatest"], delete_marker=True))
+        return {key: tuple(sorted(versions, key=lambda v: not v.latest))
+                for key, versions in sorted(found.items())}
+
+    def versions(self, key: str) -> tuple[ObjectVersion, ...]:
+        """Every version and delete marker of ``key``, newest first."""
+        return self.all_versions(key).get(key, ())
 
     def delete_version(self, key: str, version_id: str | None) -> None:
         """DELETE one version (None or ``"null"``: the object of an unversioned bucket)."""
@@ -188,8 +202,7 @@ class S3Storage:
 
     def topics(self) -> tuple[str, ...]:
         """Topic folders under the prefix (one delimited LIST, not every object)."""
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix + "topic=", Delimiter="/")
+        pages = self._pages("list_objects_v2", Prefix=self.prefix + "topic=", Delimiter="/")
         names = [p["Prefix"][len(self.prefix) + 6:].rstrip("/")
                  for page in pages for p in page.get("CommonPrefixes", [])]
         return tuple(sorted(names))
