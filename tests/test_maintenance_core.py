@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -12,11 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventvault import format as fmt
+from eventvault.errors import ConfigError
 from eventvault.layout import FileRef
 from eventvault.maintenance import index
 from eventvault.maintenance.erasure import erase_rows, leftovers, offsets_kept
 from eventvault.maintenance.guard import Guard
-from eventvault.maintenance.requests import merged
+from eventvault.maintenance.requests import check_request_id, merged
 from eventvault.maintenance.retention import expired, hour_blocked
 from eventvault.maintenance.subjects import SubjectSpec, keyed_hash, redact, subject_of
 from eventvault.progress import Cut, Progress
@@ -134,12 +136,18 @@ def test_an_hour_expires_once_it_ended_more_than_the_limit_ago(hour: int, days: 
 
 def test_requests_merge_subjects_and_keep_their_deadline() -> None:
     now = datetime(2026, 12, 1, tzinfo=UTC)
-    first = merged(None, "R", ["b", "a"], now, 30)
+    first = merged(None, "R", ["b", "a"], now, 30, "k1")
     assert first.subjects == ("a", "b")
     assert first.deadline == now + timedelta(days=30)
-    later = merged(first, "R", ["c", "a"], now + timedelta(days=3), 30)
+    later = merged(first, "R", ["c", "a"], now + timedelta(days=3), 30, "k1")
     assert later.subjects == ("a", "b", "c")
     assert later.deadline == first.deadline
+    closed = replace(later, status="closed")
+    assert merged(closed, "R", ["a"], now, 30, "k1") == closed  # asked again: nothing new
+    with pytest.raises(ConfigError, match="give new subjects a new request id"):
+        merged(closed, "R", ["d"], now, 30, "k1")
+    with pytest.raises(ConfigError, match="not starting with"):
+        check_request_id(".tmp-R1")
 
 
 @pytest.mark.parametrize("size", [0, 1, 5000])

@@ -10,8 +10,11 @@ import json
 import subprocess
 import sys
 import tempfile
+import tomllib
 
 import pytest
+
+from tests.kafkautil import REPO
 
 _PROBE = """
 import importlib, importlib.metadata, importlib.util, json, sys
@@ -52,3 +55,12 @@ def test_packages_do_not_load_each_other(modules: tuple[str, ...], absent: str) 
     assert isinstance(loaded, list)
     assert set(modules) <= set(loaded), "the probe did not import what it names"
     assert not [m for m in loaded if m == absent or m.startswith(absent + ".")], loaded
+
+
+def test_every_package_folder_is_installed() -> None:
+    """pyproject.toml lists each package folder: a wheel (not only an editable install) works."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {REPO / folder: name for name, folder in config["package-dir"].items()}
+    found = {".".join([name, *init.parent.relative_to(root).parts])
+             for root, name in folders.items() for init in root.rglob("__init__.py")}
+    assert found == set(config["packages"])

@@ -93,9 +93,15 @@ class Erasure:
         for item in asked:
             by_id.setdefault(item.request_id, []).append(
                 keyed_hash(self.hmac_key, item.subject.encode()).hex())
+        fingerprint = key_fingerprint(self.hmac_key)
+        for request in known.values():
+            if request.status == "open" and request.key not in ("", fingerprint):
+                raise ConfigError(f"request {request.request_id} was registered under another "
+                                  "erasure.hmac_key: with this one its subjects match nothing; "
+                                  "restore the key", setting="erasure.hmac_key")
         for request_id, hashes in by_id.items():
             request = requests.merged(known.get(request_id), request_id, hashes, self.now,
-                                      self.settings.erasure.deadline_days)
+                                      self.settings.erasure.deadline_days, fingerprint)
             known[request_id] = request
             if not self.dry_run:
                 requests.save_request(self.storage, request)

@@ -20,7 +20,7 @@ from eventvault.storage import Storage
 
 REQUESTS = "_erasure/requests/"
 INTENTS = "_erasure/intents/"
-_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,14 @@ class Request:
     received: datetime
     deadline: datetime
     status: str = "open"  # open, closed
+    key: str = ""  # fingerprint of the HMAC key the subjects are hashed under
 
     def to_json(self) -> str:
         """The stored form."""
         return json.dumps({"request_id": self.request_id, "subjects": list(self.subjects),
                            "received": self.received.isoformat(),
-                           "deadline": self.deadline.isoformat(), "status": self.status},
-                          indent=2)
+                           "deadline": self.deadline.isoformat(), "status": self.status,
+                           "key": self.key}, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> Request:
@@ -46,25 +47,33 @@ class Request:
         data = json.loads(text)
         return cls(data["request_id"], tuple(data["subjects"]),
                    datetime.fromisoformat(data["received"]),
-                   datetime.fromisoformat(data["deadline"]), data["status"])
+                   datetime.fromisoformat(data["deadline"]), data["status"], data.get("key", ""))
 
 
 def check_request_id(request_id: str) -> str:
-    """A request id that can name a file: letters, digits, '.', '_', '-', up to 128."""
+    """A request id that can name a file: letters, digits, '.', '_', '-' (not first), to 128."""
     if not _ID.match(request_id):
         raise ConfigError(f"request id {request_id!r} must be 1 to 128 letters, digits, '.', "
-                          "'_' or '-'", setting="request_id")
+                          "'_' or '-', not starting with '.'", setting="request_id")
     return request_id
 
 
 def merged(known: Request | None, request_id: str, subjects: Iterable[str], now: datetime,
-           deadline_days: int) -> Request:
-    """A request with ``subjects`` added (a new one if ``known`` is None). Pure."""
+           deadline_days: int, key: str) -> Request:
+    """A request with ``subjects`` added (a new one if ``known`` is None). Pure.
+
+    A closed request takes no new subjects (they would get its old deadline): give them a
+    request id of their own.
+    """
     if known is None:
         return Request(request_id, tuple(sorted(set(subjects))), now,
-                       now + timedelta(days=deadline_days))
-    return replace(known, subjects=tuple(sorted(set(known.subjects) | set(subjects))),
-                   status="open")
+                       now + timedelta(days=deadline_days), key=key)
+    added = set(subjects) - set(known.subjects)
+    if added and known.status == "closed":
+        raise ConfigError(f"request {request_id} was closed on its deadline "
+                          f"{known.deadline.isoformat()}; give new subjects a new request id",
+                          setting="request_id")
+    return replace(known, subjects=tuple(sorted(set(known.subjects) | added)))
 
 
 def load_requests(storage: Storage) -> dict[str, Request]:
