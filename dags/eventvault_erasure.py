@@ -27,7 +27,9 @@ Every run, including the daily scheduled one without requests, re-checks each op
 4. **finish** names the replays that delivered the records (Art. 19), writes the PII-free ledger
    (`eventvault query "select * from maintenance_ledger"`) and fails if anything did not verify.
 
-`dry_run` is on by default: the run then writes nothing and reports what it would rewrite.
+`dry_run` is on by default for runs started by hand: such a run writes nothing and reports
+what it would rewrite. The daily scheduled run (01:00 UTC) acts: it re-checks requests that a
+real run registered. **finish** fails the run if a task failed or a file was left out.
 Settings (Kafka, storage, `erasure.*`) come from `EVENTVAULT_*` variables or the TOML file named
 by `EVENTVAULT_CONFIG`.
 """
@@ -37,7 +39,8 @@ REQUEST = {"type": "object", "required": ["request_id"],
                           "subjects": {"type": "array", "items": {"type": "string"}}}}
 
 
-@dag(dag_id="eventvault_erasure", schedule="@daily", start_date=datetime(2026, 1, 1, tzinfo=UTC),
+@dag(dag_id="eventvault_erasure", schedule="0 1 * * *",
+     start_date=datetime(2026, 1, 1, tzinfo=UTC),
      catchup=False, max_active_runs=1, doc_md=DOC, tags=["eventvault", "gdpr"],
      params={"requests": Param([], type="array", items=REQUEST,
                                description="erasure requests: request_id and subject(s)"),
@@ -47,11 +50,13 @@ def eventvault_erasure() -> None:
     """Register, find (per topic), erase (per file), finish."""
 
     @task
-    def register(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def register(params: dict[str, Any] | None = None,
+                 dag_run: Any = None) -> dict[str, Any]:
         from eventvault.maintenance import steps  # noqa: PLC0415
 
         assert params is not None
-        return steps.start_erasure(params["requests"], params["dry_run"])
+        return steps.start_erasure(params["requests"],
+                                   steps.dry_run_of(params["dry_run"], dag_run.run_type))
 
     @task
     def topics(run: dict[str, Any]) -> list[str]:
@@ -64,31 +69,31 @@ def eventvault_erasure() -> None:
         return steps.find(run, topic)
 
     @task
-    def files(findings: list[dict[str, Any]]) -> list[dict[str, str]]:
+    def files(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from eventvault.maintenance import steps  # noqa: PLC0415
 
         return steps.ready_files(list(findings))
 
     @task
-    def erase(item: dict[str, str], run: dict[str, Any],
-              params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def erase(batch: dict[str, Any], run: dict[str, Any],
+              params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         from eventvault.maintenance import steps  # noqa: PLC0415
 
         assert params is not None
         raw_ids = [s for r in params["requests"] for s in r.get("subjects") or [r.get("subject")]
                    if s]
-        return steps.erase_file(run, item, raw_ids)
+        return steps.erase_files(run, batch, raw_ids)
 
     @task(trigger_rule="all_done")
     def finish(run: dict[str, Any], findings: list[dict[str, Any]],
-               outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+               outcomes: list[list[dict[str, Any]]]) -> dict[str, Any]:
         from eventvault.maintenance import steps  # noqa: PLC0415
 
         return steps.finish_erasure(run, list(findings), list(outcomes))
 
     run = register()
     found = find.partial(run=run).expand(topic=topics(run))
-    erased = erase.partial(run=run).expand(item=files(found))
+    erased = erase.partial(run=run).expand(batch=files(found))
     finish(run, found, erased)
 
 

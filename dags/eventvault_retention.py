@@ -21,11 +21,12 @@ indexes, unless the archiver may still write into it (a recorded cut of that hou
 above the committed offset): such hours wait for a later run. Each deletion is verified and
 written to the ledger (`eventvault query "select * from maintenance_ledger"`).
 
-`dry_run` is on by default: the run then lists what it would delete.
+`dry_run` is on by default for runs started by hand: such a run lists what it would delete.
+The daily scheduled run (04:00 UTC, apart from erasure's 01:00) applies the limits.
 """
 
 
-@dag(dag_id="eventvault_retention", schedule="@daily",
+@dag(dag_id="eventvault_retention", schedule="0 4 * * *",
      start_date=datetime(2026, 1, 1, tzinfo=UTC), catchup=False, max_active_runs=1,
      doc_md=DOC, tags=["eventvault"],
      params={"dry_run": Param(True, type="boolean",
@@ -34,11 +35,11 @@ def eventvault_retention() -> None:
     """Start, plan (per topic), delete (per hour), finish."""
 
     @task
-    def start(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def start(params: dict[str, Any] | None = None, dag_run: Any = None) -> dict[str, Any]:
         from eventvault.maintenance import steps  # noqa: PLC0415
 
         assert params is not None
-        return steps.start_retention(params["dry_run"])
+        return steps.start_retention(steps.dry_run_of(params["dry_run"], dag_run.run_type))
 
     @task
     def topics(run: dict[str, Any]) -> list[str]:

@@ -42,6 +42,12 @@ class StorageError(EventVaultError):
     exit_code = 3
 
 
+class ObjectChanged(StorageError):
+    """An object was changed by someone else between reading it and replacing it."""
+
+    retriable = True
+
+
 class BrokerError(EventVaultError):
     """Talking to Kafka failed, or Kafka refused what we asked (a missing topic, a group).
 

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
 import pytest
 
-from eventvault.layout import file_refs
-from eventvault.settings import StorageSettings
+from eventvault import format as fmt
+from eventvault.layout import FileRef, file_refs
+from eventvault.maintenance.erase import Erasure
+from eventvault.maintenance.requests import Request
+from eventvault.maintenance.subjects import keyed_hash
+from eventvault.settings import StorageSettings, load_settings
 from eventvault.storage import open_storage
 from tests.cliutil import run_cli
 from tests.erasureutil import customer, customer_records, erasure_env, every_version, mentions
-from tests.kafkautil import archive_once, create_topic, produce, read_archive, settings
+from tests.kafkautil import Rec, archive_once, create_topic, produce, read_archive, settings
 from tests.replayutil import replay
 
 pytestmark = pytest.mark.integration
@@ -189,3 +194,88 @@ def test_index_lets_a_request_read_a_small_share_of_the_archive(
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     names = [o["Key"] for o in client.list_objects_v2(Bucket=versioned_bucket)["Contents"]]
     assert len(file_refs(n.removeprefix("arch/") for n in names)) == found["files"]
+
+
+def test_an_id_outside_its_field_keeps_failing_until_a_run_with_the_ids(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Redaction clears the configured fields; the id also in a free-text note is found by its
+    bytes, and a later run without the ids cannot call that file clean."""
+    url = f"file://{tmp_path}/arch"
+    topic = f"pii.notes-{uuid.uuid4().hex[:6]}"
+    create_topic(kafka_bootstrap, topic)
+    records = customer_records(40, 5, 1)
+    noted = records[7]  # customer 2, with the id again in a note
+    value = json.loads(noted.value or b"{}") | {"note": f"call {customer(2)} back"}
+    records[7] = Rec(0, noted.key, json.dumps(value).encode(), noted.headers, noted.timestamp_ms)
+    produce(kafka_bootstrap, topic, records)
+    archive_once(settings(kafka_bootstrap, url, [topic], f"g-{topic}"))
+    env = _env(kafka_bootstrap, url, None, topic, action="redact")
+    first = run_cli("erase", "--request-id", "N", "--subject", customer(2), env=env,
+                    cwd=tmp_path)
+    assert first.returncode == 8, first
+    assert "still name a subject" in first.stderr
+    again = run_cli("erase", env=env, cwd=tmp_path)
+    assert again.returncode == 8, again
+    assert "only a run given the ids can verify it" in again.stderr
+    rows = read_archive(open_storage(StorageSettings(url=url)))
+    assert len(mentions(rows, customer(2))) == 1, "only the note is left"
+
+
+@pytest.mark.parametrize("versioning", ["none", "suspended"])
+def test_rewrites_keep_the_object_without_versioning(s3_endpoint: str, s3_bucket: str,
+                                                     versioning: str) -> None:
+    """A rewrite on a bucket without versions (or with versioning suspended) replaces the
+    "null" version in place: nothing else may be deleted, and the object must stay."""
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    if versioning == "suspended":
+        client.put_bucket_versioning(Bucket=s3_bucket,
+                                     VersioningConfiguration={"Status": "Enabled"})
+    url = f"s3://{s3_bucket}/arch"
+    store = open_storage(StorageSettings(url=url, endpoint_url=s3_endpoint))
+    cols = fmt.Columns(0)
+    for i, record in enumerate(customer_records(30, 3, 1)):
+        cols.append(i, 0, "CreateTime", record.key, record.value, list(record.headers))
+    ref = FileRef("t.x", 490_000, 0, 0, 29)
+    store.put(ref.key, fmt.encode(fmt.to_table(cols)))
+    if versioning == "suspended":
+        client.put_bucket_versioning(Bucket=s3_bucket,
+                                     VersioningConfiguration={"Status": "Suspended"})
+    settings_ = load_settings(None, storage={"url": url, "endpoint_url": s3_endpoint},
+                              erasure={"hmac_key": "k", "topics": json.loads(
+                                  erasure_env("t.x")["EVENTVAULT_ERASURE__TOPICS"])})
+    now = datetime.now(UTC)
+    erasure = Erasure(settings_, store, now, "run", dry_run=False)
+    request = Request("R", (keyed_hash(b"k", customer(1).encode()).hex(),), now, now)
+    outcome, = erasure.erase_files("t.x", [ref.key], [request], [customer(1)])
+    assert outcome.verified, outcome.detail
+    assert outcome.dropped == 10
+    rows = fmt.decode(store.get(ref.key)).to_pylist()
+    assert len(rows) == 20
+    assert mentions(rows, customer(1)) == []
+    assert len(store.versions(ref.key)) == 1
+
+
+def test_a_deleted_object_is_not_brought_back_nor_purged(s3_endpoint: str,
+                                                         versioned_bucket: str) -> None:
+    """An object deleted by hand (a delete marker) keeps its older versions: erasure reads
+    them, reports the subject it finds there, and neither restores nor purges them."""
+    url = f"s3://{versioned_bucket}/arch"
+    store = open_storage(StorageSettings(url=url, endpoint_url=s3_endpoint))
+    cols = fmt.Columns(0)
+    for i, record in enumerate(customer_records(9, 3, 1)):
+        cols.append(i, 0, "CreateTime", record.key, record.value, list(record.headers))
+    ref = FileRef("t.x", 490_000, 0, 0, 8)
+    store.put(ref.key, fmt.encode(fmt.to_table(cols)))
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").delete_object(
+        Bucket=versioned_bucket, Key=f"arch/{ref.key}")
+    settings_ = load_settings(None, storage={"url": url, "endpoint_url": s3_endpoint},
+                              erasure={"hmac_key": "k", "topics": json.loads(
+                                  erasure_env("t.x")["EVENTVAULT_ERASURE__TOPICS"])})
+    now = datetime.now(UTC)
+    request = Request("R", (keyed_hash(b"k", customer(1).encode()).hex(),), now, now)
+    before = store.versions(ref.key)
+    outcome, = Erasure(settings_, store, now, "run", dry_run=False).erase_files(
+        "t.x", [ref.key], [request])
+    assert outcome.verified is False
+    assert "does not restore deleted objects" in outcome.detail
+    assert store.versions(ref.key) == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 from dataclasses import replace
@@ -20,10 +21,18 @@ from eventvault.maintenance.erasure import erase_rows, leftovers, offsets_kept
 from eventvault.maintenance.guard import Guard
 from eventvault.maintenance.requests import check_request_id, merged
 from eventvault.maintenance.retention import expired, hour_blocked
-from eventvault.maintenance.subjects import SubjectSpec, keyed_hash, redact, subject_of
+from eventvault.maintenance.steps import dry_run_of
+from eventvault.maintenance.subjects import SubjectSpec, keyed_hash, redact, subjects_of
 from eventvault.progress import Cut, Progress
 from eventvault.storage import ObjectVersion
 from eventvault.times import US_PER_HOUR, micros
+
+
+class DagRunType(str, enum.Enum):  # noqa: UP042  (as Airflow defines it)
+    """As Airflow's: a str enum whose str() is not its value."""
+
+    MANUAL = "manual"
+    SCHEDULED = "scheduled"
 
 KEY = b"k"
 VALUE_SPEC = SubjectSpec("value", "order.customer.id", "drop")
@@ -31,15 +40,23 @@ VALUE_SPEC = SubjectSpec("value", "order.customer.id", "drop")
 
 def test_where_the_subject_is() -> None:
     value = json.dumps({"order": {"customer": {"id": "c1"}}}).encode()
-    assert subject_of(VALUE_SPEC, None, value, []) == b"c1"
-    assert subject_of(VALUE_SPEC, None, b'{"order": {"customer": {"id": 42}}}', []) == b"42"
-    assert subject_of(VALUE_SPEC, None, b'{"order": {"customer": {"id": true}}}', []) is None
-    assert subject_of(VALUE_SPEC, None, b"\xff not json", []) is None
-    assert subject_of(VALUE_SPEC, None, None, []) is None
-    assert subject_of(SubjectSpec("key"), b"c2", None, []) == b"c2"
+    assert subjects_of(VALUE_SPEC, None, value, []) == (b"c1",)
+    assert subjects_of(VALUE_SPEC, None, b'{"order": {"customer": {"id": 42}}}', []) == (b"42",)
+    for number in (b"12345.0", b"1.2345e4"):
+        assert subjects_of(VALUE_SPEC, None, b'{"order": {"customer": {"id": %s}}}' % number,
+                           []) == (b"12345",)
+    big = b'{"order": {"customer": {"id": 123456789012345678901234567890}}}'
+    assert subjects_of(VALUE_SPEC, None, big, []) == (b"123456789012345678901234567890",)
+    odd = b'\xef\xbb\xbf{"x": NaN, "order": {"customer": {"id": "c9"}}}'  # BOM and NaN
+    assert subjects_of(VALUE_SPEC, None, odd, []) == (b"c9",)
+    assert subjects_of(VALUE_SPEC, None, b'{"order": {"customer": {"id": true}}}', []) == ()
+    assert subjects_of(VALUE_SPEC, None, b"\xff not json", []) == ()
+    assert subjects_of(VALUE_SPEC, None, None, []) == ()
+    assert subjects_of(SubjectSpec("key"), b"c2", None, []) == (b"c2",)
     header = SubjectSpec("header", "user")
-    assert subject_of(header, None, None, [("user", b"a"), ("x", b"y"), ("user", b"b")]) == b"b"
-    assert subject_of(header, None, None, [("user", None)]) is None
+    assert subjects_of(header, None, None, [("user", b"a"), ("x", b"y"), ("user", b"b")]) == (
+        b"a", b"b")
+    assert subjects_of(header, None, None, [("user", None)]) == ()
 
 
 def test_redaction_keeps_the_shape() -> None:
@@ -120,6 +137,15 @@ def test_the_guard_lets_maintenance_touch_only_finished_files() -> None:
     assert guard.why_not(FileRef("t", 7, 1, 0, 10**6)) is None  # never committed: only new names
     assert "recorded cut" in (hour_blocked(guard, 7, []) or "")
     assert hour_blocked(guard, 6, [FileRef("t", 6, 0, 0, 99)]) is None
+    assert "no committed progress" in (hour_blocked(guard, 6, [], archived=[0, 1]) or "")
+
+
+@pytest.mark.parametrize(("asked", "run_type", "dry"), [
+    (True, "manual", True), (False, "manual", False), (True, "scheduled", False),
+    (True, DagRunType.SCHEDULED, False), (True, DagRunType.MANUAL, True)])
+def test_scheduled_runs_act_and_runs_by_hand_default_to_dry(asked: bool, run_type: object,
+                                                            dry: bool) -> None:
+    assert dry_run_of(asked, run_type) is dry
 
 
 @given(st.integers(0, 500_000), st.integers(1, 3650),

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from eventvault.errors import ObjectChanged
 from eventvault.settings import StorageSettings
 from eventvault.storage import Storage, delete_all_versions, open_storage
 from eventvault.storage.local import LocalStorage
@@ -33,6 +34,11 @@ def _create_never_replaces(store: Storage) -> None:
     assert store.create("c/new", b"first")
     assert not store.create("c/new", b"second")
     assert store.get("c/new") == b"first"
+    etag = next(store.stat("c/new")).etag
+    store.replace("c/new", b"third", etag)  # only while it is still what was read
+    with pytest.raises(ObjectChanged):
+        store.replace("c/new", b"fourth", etag)
+    assert store.get("c/new") == b"third"
 
 
 def _ranges_fetch_only_what_is_read(store: Storage) -> None:

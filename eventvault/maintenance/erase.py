@@ -19,24 +19,23 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from eventvault import format as fmt
 from eventvault import kafka
-from eventvault.errors import ConfigError, MaintenanceError
+from eventvault.errors import ConfigError, MaintenanceError, ObjectChanged, StorageError
 from eventvault.layout import parse_file_key, topic_prefix
-from eventvault.maintenance import index, requests
-from eventvault.maintenance.erasure import erase_rows, leftovers, offsets_kept
+from eventvault.maintenance import index, requests, rewrite
 from eventvault.maintenance.guard import read_guard
 from eventvault.maintenance.ledger import write_ledger
 from eventvault.maintenance.recipients import delivered
 from eventvault.maintenance.report import FileOutcome, TopicFindings, erasure_report
+from eventvault.maintenance.rewrite import current_of
 from eventvault.maintenance.subjects import SubjectSpec, key_fingerprint, keyed_hash
 from eventvault.observe import ProgressBar
 from eventvault.settings import Settings
-from eventvault.storage import ObjectVersion, Storage
+from eventvault.storage import ObjectVersion, Storage, delete_all_versions
 
 
 @dataclass(frozen=True)
@@ -113,24 +112,40 @@ class Erasure:
         """The files of ``topic`` that hold (or held) an open request's subject."""
         hashes = {bytes.fromhex(h) for r in open_requests for h in r.subjects}
         findings = TopicFindings(topic)
-        files = [v for v in self.storage.stat(topic_prefix(topic)) if parse_file_key(v.key)]
+        listed = self.storage.all_versions(topic_prefix(topic))
+        files = [current for key, versions in listed.items()
+                 if parse_file_key(key) and (current := current_of(versions)) is not None]
+        deleted = [key for key, versions in listed.items()
+                   if parse_file_key(key) and current_of(versions) is None and versions]
         findings.files = len(files)
         findings.archive_bytes = sum(v.size for v in files)
-        candidates = {v.key for v in self._ask_indexes(topic, files, hashes, findings)}
         intents = requests.load_intents(self.storage, topic)
-        candidates |= set(intents)
-        refs = {key: ref for key in candidates if (ref := parse_file_key(key)) is not None}
-        guard = await read_guard(self.settings, topic, {r.partition for r in refs.values()})
-        ready, waiting = guard.split(refs.values())
-        findings.ready = sorted(r.key for r in ready)
-        findings.waiting = {r.key: why for r, why in sorted(waiting.items())}
-        if not self.dry_run and (candidates or intents):
-            request_ids = [r.request_id for r in open_requests]
-            requests.save_intents(self.storage, topic, {
-                key: sorted(set(intents.get(key, [])) | set(request_ids)) for key in candidates})
+        candidates = {v.key for v in self._ask_indexes(topic, files, hashes, findings)}
+        candidates |= set(intents) | set(deleted)
         info = await kafka.describe_topic(self.settings.kafka, topic)
-        findings.retention_ms = info.retention_ms if info else None
+        partitions = range(info.partitions) if info else sorted(
+            {r.partition for k in listed if (r := parse_file_key(k)) is not None})
+        guard = await read_guard(self.settings, topic, partitions)
+        refs = [ref for key in sorted(candidates) if (ref := parse_file_key(key)) is not None]
+        ready, waiting = guard.split(refs)
+        findings.ready = [r.key for r in ready]
+        findings.waiting = {r.key: why for r, why in sorted(waiting.items())}
+        findings.committed = {str(p): progress.offset for p, progress in guard.progress.items()}
+        if info:
+            findings.retention_ms = info.retention_ms
+            findings.ends = await self._ends(topic, info.partitions)
+        if not self.dry_run:
+            request_ids = [r.request_id for r in open_requests]
+            for key in sorted(candidates - set(intents)):
+                requests.save_intent(self.storage, topic, requests.Intent(key, request_ids))
         return findings
+
+    async def _ends(self, topic: str, partitions: int) -> dict[str, int]:
+        """The topic's end offsets now: what the archiver must read before requests close."""
+        _, ends = await kafka.log_offsets(
+            self.settings.kafka, [kafka.TopicPartition(topic, p) for p in range(partitions)],
+            self.settings.archive.isolation_level)
+        return {str(tp.partition): offset for tp, offset in ends.items()}
 
     def _ask_indexes(self, topic: str, files: Sequence[ObjectVersion], hashes: set[bytes],
                      findings: TopicFindings) -> list[ObjectVersion]:
@@ -148,7 +163,11 @@ class Erasure:
                     findings.indexed += 1
                     findings.index_bytes_read += self.storage.bytes_read - before
                 else:
-                    bloom = self._index(prefix, version, topic)
+                    try:
+                        bloom = self._index(prefix, version, topic)
+                    except (StorageError, ValueError, OSError) as exc:  # pyarrow: ArrowInvalid
+                        findings.unreadable[version.key] = f"{type(exc).__name__}: {exc}"
+                        continue
                     findings.scanned += 1
                     findings.scan_bytes_read += self.storage.bytes_read - before
                     bar.advance(1)
@@ -156,7 +175,7 @@ class Erasure:
                     found.append(version)
         if not self.dry_run:
             for stale in indexed - set(current):  # indexes of content rewritten since
-                self.storage.delete_version(stale, None)
+                delete_all_versions(self.storage, stale)
         return found
 
     def _index(self, prefix: str, version: ObjectVersion, topic: str) -> index.Bloom:
@@ -174,88 +193,95 @@ class Erasure:
         """Rewrite files of ``topic`` without the subjects; delete their other versions; verify.
 
         ``raw_ids``: subject ids known to this run, looked for as bytes too. The versions of
-        all ``keys`` are listed once before and once after (S3 lists the versions of a
-        prefix, not of one key).
+        all ``keys`` are listed together (S3 lists the versions of a prefix, not of one key):
+        before the rewrites, after them (to delete all but the latest), and to verify.
         """
         if not keys:
             return []
+        spec = self.specs[topic]
         hashes = {bytes.fromhex(h) for r in open_requests for h in r.subjects}
         prefix = keys[0] if len(keys) == 1 else topic_prefix(topic)
+        intents = requests.load_intents(self.storage, topic)
         before = self.storage.all_versions(prefix)
-        outcomes = [self._rewrite(topic, key, before.get(key, ()), hashes) for key in keys]
+        outcomes = [self._rewrite(topic, key, before.get(key, ()), hashes, intents.get(key))
+                    for key in keys]
         if self.dry_run:
             return outcomes
+        rewritten = self.storage.all_versions(prefix)
+        for outcome in outcomes:
+            rewrite.drop_others(self.storage, outcome, rewritten.get(outcome.key, ()))
         after = self.storage.all_versions(prefix)
         for outcome in outcomes:
             remaining = after.get(outcome.key, ())
-            outcome.verified, outcome.detail = self._verify(outcome.key, remaining,
-                                                            self.specs[topic], hashes, raw_ids)
+            rewrite.verify(self.storage, outcome, remaining, spec, hashes, self.hmac_key,
+                           raw_ids)
+            self._settle_intent(topic, outcome, intents.get(outcome.key), bool(raw_ids))
             if outcome.verified and remaining:
-                index.build_index(self.storage, self._prefix(topic), remaining[0],
-                                  self.specs[topic], self.hmac_key)
+                self._reindex(topic, remaining[0])
         return outcomes
 
     def _rewrite(self, topic: str, key: str, versions: Sequence[ObjectVersion],
-                 hashes: set[bytes]) -> FileOutcome:
-        """One file without the subjects, under the same name; its other versions deleted."""
-        outcome = FileOutcome(topic, key)
-        current = next((v for v in versions if v.latest and not v.delete_marker), None)
-        others = [v for v in versions if v is not current]
-        if current is not None:
-            data = self.storage.get(key, current.version_id)
-            table = fmt.decode(data)
-            erased = erase_rows(table, self.specs[topic], hashes, self.hmac_key)
-            outcome.rows, outcome.dropped, outcome.redacted = (table.num_rows, erased.dropped,
-                                                               erased.redacted)
-            outcome.found = {h.hex(): [list(p) for p in places]
-                             for h, places in erased.found.items()}
-            outcome.version_before, outcome.sha256_before = current.version_id, _sha256(data)
-            outcome.bytes_before = len(data)
-        if self.dry_run:
-            outcome.noncurrent_deleted = len(others)
-            outcome.detail = "dry run: nothing written"
-            return outcome
-        if current is not None and erased.changed:
-            rewritten = fmt.encode(erased.table, zstd_level=self.settings.archive.zstd_level,
-                                   metadata={**fmt.file_metadata(data),
-                                             "erasure_run": self.run_id})
-            if not offsets_kept(table, fmt.decode(rewritten), erased):
-                raise MaintenanceError(f"erasure of {key} would lose other records; nothing "
-                                       "was written", key=key)
-            outcome.version_after = self.storage.put(key, rewritten)
-            outcome.sha256_after, outcome.bytes_after = _sha256(rewritten), len(rewritten)
-            if outcome.version_after is not None:  # the replaced version is now an old one
-                others.append(current)
-        for version in others:  # older versions and delete markers: every one goes
-            if version.version_id is not None:
-                self.storage.delete_version(key, version.version_id)
-        outcome.noncurrent_deleted = sum(1 for v in others if v.version_id is not None)
-        return outcome
+                 hashes: set[bytes], intent: requests.Intent | None) -> FileOutcome:
+        """One file rewritten; retried from a fresh listing if it changed meanwhile."""
+        def before_write(outcome: FileOutcome) -> None:  # the places survive a kill
+            if outcome.found:
+                known = intent or requests.Intent(key)
+                merged = {h: sorted({tuple(p) for p in known.found.get(h, []) + places})
+                          for h, places in outcome.found.items()}
+                known.found = {**known.found, **{h: [list(p) for p in v]
+                                                 for h, v in merged.items()}}
+                requests.save_intent(self.storage, topic, known)
 
-    def _verify(self, key: str, remaining: Sequence[ObjectVersion], spec: SubjectSpec,
-                hashes: set[bytes], raw_ids: Sequence[str]) -> tuple[bool, str]:
-        """Whether no version of ``key`` but one remains, and it names no subject."""
-        if not remaining:
-            return True, "the object is gone (deleted by retention), with every version"
-        if len(remaining) > 1 or remaining[0].delete_marker:
-            return False, f"{len(remaining)} versions remain"
-        table = fmt.decode(self.storage.get(key, remaining[0].version_id))
-        left = leftovers(table, spec, hashes, self.hmac_key, [r.encode() for r in raw_ids])
-        if left:
-            return False, f"{len(left)} records still name a subject, e.g. {left[0]}"
-        return True, "verified: one version, no subject"
+        for attempt in range(3):
+            outcome = FileOutcome(topic, key)
+            if attempt:
+                versions = self.storage.versions(key)
+            try:
+                rewrite.rewrite(self.storage, outcome, versions, self.specs[topic], hashes,
+                                self.hmac_key, zstd_level=self.settings.archive.zstd_level,
+                                metadata={"erasure_run": self.run_id}, dry_run=self.dry_run,
+                                before_write=before_write)
+            except ObjectChanged:
+                continue  # another writer replaced it after the read: read it again
+            return outcome
+        raise MaintenanceError(f"{key} kept changing while erasure rewrote it", key=key)
+
+    def _settle_intent(self, topic: str, outcome: FileOutcome, intent: requests.Intent | None,
+                       with_ids: bool) -> None:
+        """Keep what a later run needs: a failed check by id bytes stays until a run with ids."""
+        if intent is not None and intent.needs_ids and not with_ids and outcome.verified:
+            outcome.verified = False
+            outcome.detail = ("an earlier run found a subject's id outside its field here; "
+                              "only a run given the ids can verify it")
+        if not outcome.verified and "id's bytes" in outcome.detail and with_ids:
+            known = requests.load_intents(self.storage, topic).get(outcome.key) \
+                or requests.Intent(outcome.key)
+            known.needs_ids = True
+            requests.save_intent(self.storage, topic, known)
+
+    def _reindex(self, topic: str, version: ObjectVersion) -> None:
+        """The index of a verified file's current version (unless it has one already)."""
+        key = index.index_key(self._prefix(topic), version)
+        if not self.storage.exists(key):
+            index.build_index(self.storage, self._prefix(topic), version, self.specs[topic],
+                              self.hmac_key)
 
     # -- step 4 ----------------------------------------------------------------------------
     def finish(self, open_requests: Sequence[requests.Request],
-               findings: Sequence[TopicFindings],
-               outcomes: Sequence[FileOutcome]) -> dict[str, Any]:
+               findings: Sequence[TopicFindings], outcomes: Sequence[FileOutcome],
+               topics: Sequence[str] | None = None) -> dict[str, Any]:
         """Recipients, ledger, request states and intents; the run's summary.
 
-        Raises MaintenanceError, after recording everything, if a file did not verify or a
-        request is past its deadline with files still waiting.
+        ``topics``: every topic the run meant to search (a missing one is a problem, as is a
+        file found and not erased). Raises MaintenanceError, after recording everything, if
+        anything did not verify or a request is past its deadline with work left.
         """
+        missing = [t for t in (topics or []) if t not in {f.topic for f in findings}]
+        done = {(o.topic, o.key) for o in outcomes}
+        missing += [f"{f.topic}: {k}" for f in findings for k in f.ready
+                    if (f.topic, k) not in done]
         summary = erasure_report(self.run_id, self.now, self.dry_run, open_requests, findings,
-                                 outcomes, self._recipients(outcomes))
+                                 outcomes, self._recipients(findings, outcomes), missing)
         if not self.dry_run:
             self._record(open_requests, findings, outcomes, summary)
         problems = summary["problems"]
@@ -265,13 +291,21 @@ class Erasure:
                                       if len(problems) > 1 else ""), run_id=self.run_id)
         return summary
 
-    def _recipients(self, outcomes: Sequence[FileOutcome]) -> dict[str, list[dict[str, Any]]]:
-        """Subject hash -> the replays that delivered any of its records found in this run."""
+    def _recipients(self, findings: Sequence[TopicFindings],
+                    outcomes: Sequence[FileOutcome]) -> dict[str, list[dict[str, Any]]]:
+        """Subject hash -> the replays that delivered its records.
+
+        Those found in this run, and those a killed run wrote down before rewriting.
+        """
         places: dict[tuple[str, str], set[tuple[int, int]]] = {}
         for outcome in outcomes:
             for digest, found in outcome.found.items():
                 places.setdefault((digest, outcome.topic), set()).update(
                     (p, o) for p, o in found)
+        for topic in {f.topic for f in findings}:
+            for intent in requests.load_intents(self.storage, topic).values():
+                for digest, found in intent.found.items():
+                    places.setdefault((digest, topic), set()).update((p, o) for p, o in found)
         result: dict[str, list[dict[str, Any]]] = {}
         for (digest, topic), at in sorted(places.items()):
             result.setdefault(digest, []).extend(
@@ -282,19 +316,17 @@ class Erasure:
                 findings: Sequence[TopicFindings], outcomes: Sequence[FileOutcome],
                 summary: dict[str, Any]) -> None:
         write_ledger(self.storage, "erasure", self.run_id, summary["ledger"])
-        for request in open_requests:
-            status = next(r["status"] for r in summary["requests"]
-                          if r["request_id"] == request.request_id)
-            if status == "closed":
-                requests.save_request(self.storage, requests.Request(
-                    request.request_id, request.subjects, request.received, request.deadline,
-                    "closed"))
-        clean = {o.key for o in outcomes if o.verified}
-        for found in findings:
-            intents = requests.load_intents(self.storage, found.topic)
-            kept = {k: v for k, v in intents.items() if k not in clean}
-            if kept != intents:
-                requests.save_intents(self.storage, found.topic, kept)
+        ends = {f.topic: f.ends for f in findings if f.ends}
+        for request, state in zip(open_requests, summary["requests"], strict=True):
+            new_ends = {**{t: e for t, e in ends.items() if t not in request.ends},
+                        **request.ends}
+            if state["status"] == "closed" or new_ends != request.ends:
+                requests.save_request(self.storage, replace(
+                    request, ends=new_ends,
+                    status="closed" if state["status"] == "closed" else request.status))
+        for outcome in outcomes:
+            if outcome.verified:
+                requests.drop_intent(self.storage, outcome.topic, outcome.key)
 
 
 async def run_erasure(settings: Settings, storage: Storage, asked: Sequence[Submission],
@@ -309,4 +341,4 @@ async def run_erasure(settings: Settings, storage: Storage, asked: Sequence[Subm
     outcomes = [outcome for found in findings
                 for outcome in erasure.erase_files(found.topic, found.ready, open_requests,
                                                    raw_ids)]
-    return erasure.finish(open_requests, findings, outcomes)
+    return erasure.finish(open_requests, findings, outcomes, [f.topic for f in findings])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from eventvault import format as fmt
-from eventvault.maintenance.subjects import SubjectSpec, keyed_hash, redact, subject_of
+from eventvault.maintenance.subjects import SubjectSpec, keyed_hash, redact, subjects_of
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,10 @@ class _Records:
                    column("key").to_pylist(), column("value").to_pylist(),
                    [[(h["key"], h["value"]) for h in hs] for hs in column("headers").to_pylist()])
 
-    def hashes(self, spec: SubjectSpec, hmac_key: bytes) -> Iterator[bytes | None]:
+    def hashes(self, spec: SubjectSpec, hmac_key: bytes) -> Iterator[set[bytes]]:
+        """The keyed hashes of the subjects each record names."""
         for key, value, headers in zip(self.keys, self.values, self.headers, strict=True):
-            subject = subject_of(spec, key, value, headers)
-            yield None if subject is None else keyed_hash(hmac_key, subject)
+            yield {keyed_hash(hmac_key, s) for s in subjects_of(spec, key, value, headers)}
 
 
 def erase_rows(table: pa.Table, spec: SubjectSpec, hashes: Collection[bytes],
@@ -66,9 +66,10 @@ def erase_rows(table: pa.Table, spec: SubjectSpec, hashes: Collection[bytes],
     records = _Records.of(table)
     found: dict[bytes, list[tuple[int, int]]] = {}
     matched = []
-    for i, digest in enumerate(records.hashes(spec, hmac_key)):
-        if digest is not None and digest in hashes:
+    for i, digests in enumerate(records.hashes(spec, hmac_key)):
+        for digest in sorted(digests & set(hashes)):
             found.setdefault(digest, []).append((records.partitions[i], records.offsets[i]))
+        if digests & set(hashes):
             matched.append(i)
     if not matched:
         return Erased(table)
@@ -113,9 +114,10 @@ def leftovers(table: pa.Table, spec: SubjectSpec, hashes: Collection[bytes], hma
     records = _Records.of(table)
     pattern = id_pattern(raw_ids)
     found = []
-    for i, digest in enumerate(records.hashes(spec, hmac_key)):
+    wanted = set(hashes)
+    for i, digests in enumerate(records.hashes(spec, hmac_key)):
         parts = [records.keys[i], records.values[i], *(v for _, v in records.headers[i])]
-        if (digest is not None and digest in hashes) or (pattern is not None and any(
+        if (digests & wanted) or (pattern is not None and any(
                 part is not None and pattern.search(part) for part in parts)):
             found.append((records.partitions[i], records.offsets[i]))
     return found

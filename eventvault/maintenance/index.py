@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
-from eventvault.maintenance.subjects import SubjectSpec, keyed_hash, subject_of
+from eventvault.maintenance.subjects import SubjectSpec, keyed_hash, subjects_of
 from eventvault.storage import ObjectVersion, Storage
 
 ROOT = "_erasure/index/"
@@ -117,8 +117,7 @@ def file_digests(storage: Storage, key: str, spec: SubjectSpec,
     headers = columns.get("headers", [[]] * rows)
     digests = set()
     for k, v, h in zip(keys, values, headers, strict=True):
-        subject = subject_of(spec, k, v, [(e["key"], e["value"]) for e in h])
-        if subject is not None:
+        for subject in subjects_of(spec, k, v, [(e["key"], e["value"]) for e in h]):
             digests.add(keyed_hash(hmac_key, subject))
     return digests, rows
 

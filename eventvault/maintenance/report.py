@@ -28,6 +28,9 @@ class TopicFindings:
     index_bytes_read: int = 0
     scan_bytes_read: int = 0
     retention_ms: int | None = None
+    committed: dict[str, int] = field(default_factory=dict)  # partition -> resume offset
+    ends: dict[str, int] = field(default_factory=dict)  # partition -> end offset now
+    unreadable: dict[str, str] = field(default_factory=dict)  # file -> why it was not indexed
 
 
 @dataclass
@@ -51,25 +54,50 @@ class FileOutcome:
     detail: str = ""
 
 
-def _status(now: datetime, request: Request, waiting: bool, failed: bool) -> str:
+def behind(request: Request, findings: Sequence[TopicFindings]) -> list[str]:
+    """Partitions (``topic[partition]``) the archiver has not yet read to their first end.
+
+    That is where they ended at the request's first run: until then records of the subject
+    may still be on the way to the archive.
+    """
+    late = []
+    for found in findings:
+        ends = request.ends.get(found.topic) or found.ends
+        late += [f"{found.topic}[{p}]" for p, end in sorted(ends.items())
+                 if found.committed.get(p, -1) < end]
+    return late
+
+
+def _status(now: datetime, request: Request, work_left: bool) -> str:
     if now < request.deadline:
         return "open"  # re-checked by every run until the deadline
-    return "overdue" if waiting or failed else "closed"
+    return "overdue" if work_left else "closed"
 
 
 def erasure_report(run_id: str, now: datetime, dry_run: bool, open_requests: Sequence[Request],
                    findings: Sequence[TopicFindings], outcomes: Sequence[FileOutcome],
-                   recipients: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """The summary of one run (see the module docstring)."""
+                   recipients: dict[str, list[dict[str, Any]]],
+                   missing: Sequence[str] = ()) -> dict[str, Any]:
+    """The summary of one run (see the module docstring).
+
+    ``missing``: topics or files the run meant to handle and has no result for (a task that
+    failed): they are problems, and no request closes.
+    """
     failed = [o for o in outcomes if o.verified is False]
     waiting = [key for f in findings for key in f.waiting]
+    unreadable = [f"{k}: {why}" for f in findings for k, why in f.unreadable.items()]
     problems = [f"{o.key} did not verify: {o.detail}" for o in failed]
+    problems += [f"no result for {m} (a failed task?)" for m in missing]
+    problems += [f"could not read, so could not index: {u}" for u in unreadable]
     summary_requests = []
     for request in open_requests:
-        status = _status(now, request, bool(waiting), bool(failed))
+        late = behind(request, findings)
+        status = _status(now, request, bool(waiting or failed or missing or unreadable or late))
         if status == "overdue":
+            why = (f"the archiver has not yet read {', '.join(late)} to where it ended when "
+                   "the request came" if late else "files are not yet erased")
             problems.append(f"request {request.request_id} is past its deadline "
-                            f"{request.deadline.isoformat()} with files not yet erased")
+                            f"{request.deadline.isoformat()}: {why}")
         found = sum(len(o.found.get(h, ())) for o in outcomes for h in request.subjects)
         summary_requests.append({
             "request_id": request.request_id, "subjects": len(request.subjects),

@@ -3,16 +3,17 @@
 A request is stored as ``_erasure/requests/<request id>.json`` with the keyed hashes of its
 subjects, never their ids, so that every later run can look for records that arrived after
 the first (late events, records still on the topic) until the deadline. Files found to hold a
-subject are written down per topic (``_erasure/intents/<topic>.json``) before they are
-rewritten, so that a run killed half way is finished by the next one.
+subject are written down before they are rewritten
+(``_erasure/intents/<topic>/<archive key>.json``), so that a run killed half way is
+finished by the next one.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 
 from eventvault.errors import ConfigError
@@ -33,13 +34,16 @@ class Request:
     deadline: datetime
     status: str = "open"  # open, closed
     key: str = ""  # fingerprint of the HMAC key the subjects are hashed under
+    ends: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    """Topic -> partition -> end offset at the first run: what the archiver must have read
+    before the request can close."""
 
     def to_json(self) -> str:
         """The stored form."""
         return json.dumps({"request_id": self.request_id, "subjects": list(self.subjects),
                            "received": self.received.isoformat(),
                            "deadline": self.deadline.isoformat(), "status": self.status,
-                           "key": self.key}, indent=2)
+                           "key": self.key, "ends": self.ends}, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> Request:
@@ -47,7 +51,8 @@ class Request:
         data = json.loads(text)
         return cls(data["request_id"], tuple(data["subjects"]),
                    datetime.fromisoformat(data["received"]),
-                   datetime.fromisoformat(data["deadline"]), data["status"], data.get("key", ""))
+                   datetime.fromisoformat(data["deadline"]), data["status"], data.get("key", ""),
+                   data.get("ends", {}))
 
 
 def check_request_id(request_id: str) -> str:
@@ -91,15 +96,41 @@ def save_request(storage: Storage, request: Request) -> None:
     storage.put(f"{REQUESTS}{request.request_id}.json", request.to_json().encode())
 
 
-def load_intents(storage: Storage, topic: str) -> dict[str, list[str]]:
-    """Files of ``topic`` found to hold subjects and not yet verified clean: key -> request ids."""
-    key = f"{INTENTS}{topic}.json"
-    if not storage.exists(key):
-        return {}
-    data: dict[str, list[str]] = json.loads(storage.get(key))
-    return data
+@dataclass
+class Intent:
+    """A file found to hold (or have held) a subject, kept until it verifies clean.
+
+    ``found``: subject hash -> (partition, offset) of its records there, written before the
+    file is rewritten, so that a rerun still names the replays that delivered them.
+    ``needs_ids``: a run found a subject's id in bytes outside its field; only a run that is
+    given the ids can clear it.
+    """
+
+    key: str
+    requests: list[str] = field(default_factory=list)
+    found: dict[str, list[list[int]]] = field(default_factory=dict)
+    needs_ids: bool = False
 
 
-def save_intents(storage: Storage, topic: str, intents: dict[str, list[str]]) -> None:
-    """Replace the intents of ``topic``."""
-    storage.put(f"{INTENTS}{topic}.json", json.dumps(intents, indent=2, sort_keys=True).encode())
+def _intent_key(topic: str, key: str) -> str:
+    return f"{INTENTS}{topic}/{key}.json"
+
+
+def load_intents(storage: Storage, topic: str) -> dict[str, Intent]:
+    """The intents of ``topic``, by archive key."""
+    found = {}
+    for name in storage.list(f"{INTENTS}{topic}/"):
+        if name.endswith(".json"):
+            intent = Intent(**json.loads(storage.get(name)))
+            found[intent.key] = intent
+    return found
+
+
+def save_intent(storage: Storage, topic: str, intent: Intent) -> None:
+    """Store one file's intent (each file has its own object: parallel tasks do not race)."""
+    storage.put(_intent_key(topic, intent.key), json.dumps(asdict(intent)).encode())
+
+
+def drop_intent(storage: Storage, topic: str, key: str) -> None:
+    """Forget a file that verified clean."""
+    storage.delete_version(_intent_key(topic, key), None)

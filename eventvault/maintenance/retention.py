@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from eventvault import kafka
 from eventvault.errors import MaintenanceError
 from eventvault.layout import FileRef, file_refs, hour_dir, topic_prefix
 from eventvault.maintenance import index
@@ -35,8 +36,18 @@ def expired(refs: Iterable[FileRef], keep_days: int, now: datetime) -> dict[int,
     return dict(sorted(hours.items()))
 
 
-def hour_blocked(guard: Guard, hour: int, files: Sequence[FileRef]) -> str | None:
-    """Why the archiver may still write into ``hour`` (None: it has finished it). Pure."""
+def hour_blocked(guard: Guard, hour: int, files: Sequence[FileRef],
+                 archived: Iterable[int] = ()) -> str | None:
+    """Why the archiver may still write into ``hour`` (None: it has finished it). Pure.
+
+    ``archived``: the partitions that have files. One of them without committed progress
+    (expired group offsets, another group id) could be archived again from the log start,
+    files of this hour included, so the hour waits.
+    """
+    lost = sorted(set(archived) - set(guard.progress))
+    if lost:
+        return (f"partition {lost[0]} has archive files but no committed progress in the "
+                "archiver's group: the archiver could write this hour again")
     for partition, progress in guard.progress.items():
         if any(cut.hour == hour for cut in progress.cuts):
             return f"partition {partition} has a recorded cut of this hour"
@@ -85,6 +96,7 @@ class Retention:
                  dry_run: bool) -> None:
         self.settings, self.storage, self.now, self.run_id = settings, storage, now, run_id
         self.dry_run = dry_run
+        self._index_objects: dict[str, list[str]] | None = None
 
     def topics(self) -> list[str]:
         """The topics with a retention limit that are in the archive."""
@@ -96,11 +108,14 @@ class Retention:
         keep_days = self.settings.retention.keep_days[topic]
         refs = file_refs(self.storage.list(topic_prefix(topic)))
         hours = expired(refs, keep_days, self.now)
-        guard = await read_guard(self.settings, topic, {r.partition for r in refs})
+        archived = {r.partition for r in refs}
+        info = await kafka.describe_topic(self.settings.kafka, topic)
+        partitions = set(range(info.partitions)) if info else set()
+        guard = await read_guard(self.settings, topic, partitions | archived)
         plan = RetentionPlan(topic, keep_days)
         for hour, files in hours.items():
             plan.hours.append(HourPlan(hour, hour_dir(topic, hour), sorted(f.key for f in files),
-                                       hour_blocked(guard, hour, files)))
+                                       hour_blocked(guard, hour, files, archived)))
         return plan
 
     def delete_hour(self, topic: str, hour: int, keys: Sequence[str]) -> HourOutcome:
@@ -125,14 +140,14 @@ class Retention:
         return outcome
 
     def _indexes(self, keys: Sequence[str]) -> dict[str, list[str]]:
-        """Archive key -> its subject index objects (under any HMAC key)."""
-        wanted = set(keys)
-        found: dict[str, list[str]] = {}
-        for key in self.storage.list(index.ROOT):
-            archive = index.archive_key_of(key)
-            if archive in wanted:
-                found.setdefault(archive, []).append(key)
-        return found
+        """Archive key -> its subject index objects (under any HMAC key), listed once a run."""
+        if self._index_objects is None:
+            self._index_objects = {}
+            for key in self.storage.list(index.ROOT):
+                archive = index.archive_key_of(key)
+                if archive is not None:
+                    self._index_objects.setdefault(archive, []).append(key)
+        return {key: self._index_objects.get(key, []) for key in keys}
 
     def finish(self, plans: Sequence[RetentionPlan],
                outcomes: Sequence[HourOutcome]) -> dict[str, Any]:

@@ -22,6 +22,18 @@ from eventvault.settings import Settings, load_settings
 from eventvault.storage import open_storage
 
 Run = dict[str, Any]
+FILES_PER_TASK = 100
+"""Files one mapped erase task rewrites (Airflow maps at most 1,024 tasks)."""
+
+
+def dry_run_of(asked: bool, run_type: object) -> bool:
+    """Whether a DAG run is a dry run: as asked, but a scheduled run acts.
+
+    A scheduled run re-checks requests that a real run registered, and retention applies
+    the limits the settings name: a dry run there would never do what it is scheduled for.
+    A run started by hand is a dry run unless its conf says ``"dry_run": false``.
+    """
+    return asked and str(getattr(run_type, "value", run_type)) != "scheduled"
 
 
 def _erasure(run: Run, settings: Settings | None = None) -> Erasure:
@@ -51,22 +63,27 @@ def find(run: Run, topic: str) -> dict[str, Any]:
     return asdict(asyncio.run(_erasure(run).find(topic, _requests(run))))
 
 
-def ready_files(findings: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Step 2's files to rewrite, one item per file (for mapping)."""
-    return [{"topic": f["topic"], "key": key} for f in findings for key in f["ready"]]
+def ready_files(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Step 2's files to rewrite, in batches of one topic (one mapped task each)."""
+    return [{"topic": f["topic"], "keys": f["ready"][i:i + FILES_PER_TASK]}
+            for f in findings for i in range(0, len(f["ready"]), FILES_PER_TASK)]
 
 
-def erase_file(run: Run, item: dict[str, str], raw_ids: list[str]) -> dict[str, Any]:
-    """Step 3, for one file: rewrite, delete other versions, verify."""
-    outcome, = _erasure(run).erase_files(item["topic"], [item["key"]], _requests(run), raw_ids)
-    return asdict(outcome)
+def erase_files(run: Run, batch: dict[str, Any], raw_ids: list[str]) -> list[dict[str, Any]]:
+    """Step 3, for a batch of files: rewrite, delete other versions, verify."""
+    return [asdict(o) for o in _erasure(run).erase_files(batch["topic"], batch["keys"],
+                                                         _requests(run), raw_ids)]
 
 
 def finish_erasure(run: Run, findings: list[dict[str, Any]],
-                   outcomes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Step 4: recipients, ledger, request states; raises if anything did not verify."""
+                   outcomes: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """Step 4: recipients, ledger, request states; raises if anything did not verify.
+
+    A topic or file without a result (its task failed) is a problem too.
+    """
     summary = _erasure(run).finish(_requests(run), [TopicFindings(**f) for f in findings],
-                                   [FileOutcome(**o) for o in outcomes])
+                                   [FileOutcome(**o) for batch in outcomes for o in batch],
+                                   run["topics"])
     summary.pop("ledger")
     return summary
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -56,13 +57,33 @@ def key_fingerprint(key: bytes) -> str:
     return keyed_hash(key, b"eventvault index key")[:6].hex()
 
 
-def _json_lookup(value: bytes | None, path: str) -> object:
+def parse_json(value: bytes | None, exact: bool = False) -> object:
+    """A JSON value as producers write it; ``_MISSING`` when it is not JSON.
+
+    orjson first (fast); Python's json where orjson refuses (NaN, Infinity, a UTF-8
+    byte-order mark) or, with ``exact``, always (integers beyond 64 bits stay exact).
+    """
     if not value:
         return _MISSING
+    if not exact:
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            pass
     try:
-        node: object = orjson.loads(value)
-    except orjson.JSONDecodeError:
+        return json.loads(value.removeprefix(b"\xef\xbb\xbf").decode())
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return _MISSING
+
+
+def _json_lookup(value: bytes | None, path: str) -> object:
+    found = _walk(parse_json(value), path)
+    if isinstance(found, float):  # orjson reads integers beyond 64 bits as floats
+        found = _walk(parse_json(value, exact=True), path)
+    return found
+
+
+def _walk(node: object, path: str) -> object:
     for part in path.split("."):
         if not isinstance(node, dict) or part not in node:
             return _MISSING
@@ -71,23 +92,26 @@ def _json_lookup(value: bytes | None, path: str) -> object:
 
 
 def _as_id(raw: object) -> bytes | None:
+    """The id as text: a number as it is written, ``12345.0`` and ``1.2345e4`` as ``12345``."""
     if isinstance(raw, str):
         return raw.encode()
+    if isinstance(raw, float) and raw.is_integer():
+        return str(int(raw)).encode()
     if isinstance(raw, int | float) and not isinstance(raw, bool):
         return str(raw).encode()
     return None
 
 
-def subject_of(spec: SubjectSpec, key: bytes | None, value: bytes | None,
-               headers: Sequence[Header]) -> bytes | None:
-    """The subject id of one record (None: the record names no subject)."""
+def subjects_of(spec: SubjectSpec, key: bytes | None, value: bytes | None,
+                headers: Sequence[Header]) -> tuple[bytes, ...]:
+    """The subject ids one record names (none, one, or one per header of that name)."""
     if spec.location == "key":
-        return key
+        return () if key is None else (key,)
     if spec.location == "header":
-        found = [v for k, v in headers if k == spec.field and v is not None]
-        return found[-1] if found else None
+        return tuple(v for k, v in headers if k == spec.field and v is not None)
     assert spec.field is not None
-    return _as_id(_json_lookup(value, spec.field))
+    found = _as_id(_json_lookup(value, spec.field))
+    return () if found is None else (found,)
 
 
 def _null_paths(document: object, paths: Iterable[str]) -> bool:
@@ -108,7 +132,7 @@ def redact(spec: SubjectSpec, key: bytes | None, value: bytes | None,
            headers: Sequence[Header]) -> tuple[bytes | None, bytes | None, list[Header]]:
     """The record with its subject id and the ``redact`` fields removed.
 
-    A JSON value is parsed and written again compactly (orjson) with those fields set to null;
+    A JSON value is parsed and written again compactly with those fields set to null;
     a value that is not a JSON object is kept as it is when only the key or a header names
     the subject.
     """
@@ -120,10 +144,8 @@ def redact(spec: SubjectSpec, key: bytes | None, value: bytes | None,
     paths = list(spec.redact) + ([spec.field] if spec.location == "value" and spec.field
                                  else [])
     if paths and value:
-        try:
-            document = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            document = None
+        document = parse_json(value)
         if isinstance(document, dict) and _null_paths(document, paths):
-            value = orjson.dumps(document)
+            value = json.dumps(document, separators=(",", ":"), ensure_ascii=False,
+                               allow_nan=True).encode()
     return key, value, new_headers

@@ -82,6 +82,12 @@ class Storage(Protocol):
     def put(self, key: str, data: bytes) -> str | None:
         """Write ``data`` at ``key`` atomically, replacing what was there; the version id."""
 
+    def replace(self, key: str, data: bytes, etag: str) -> str | None:
+        """Write ``data`` at ``key`` only if the object there still has ``etag``; its version id.
+
+        Raises :class:`~eventvault.errors.ObjectChanged` if the object changed meanwhile.
+        """
+
     def create(self, key: str, data: bytes) -> bool:
         """Write ``data`` at ``key`` only if no object is there; False if one is (kept)."""
 

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from eventvault.errors import StorageError
+from eventvault.errors import ObjectChanged, StorageError
 from eventvault.storage.base import ObjectVersion, RangeReader
 
 
@@ -62,6 +62,14 @@ class LocalStorage:
 
     def put(self, key: str, data: bytes) -> str | None:
         """Write via a temporary file, fsync, rename, and fsync the directory."""
+        self._write(key, data, replace=True)
+        return None
+
+    def replace(self, key: str, data: bytes, etag: str) -> str | None:
+        """Replace the file if its etag (size and modification time) is still ``etag``."""
+        path = self._path(key)
+        if not path.is_file() or self._version(key, path).etag != etag:
+            raise ObjectChanged(f"{path} changed since it was read", url=self.url, key=key)
         self._write(key, data, replace=True)
         return None
 

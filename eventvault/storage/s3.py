@@ -20,7 +20,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from eventvault.errors import StorageError
+from eventvault.errors import ObjectChanged, StorageError
 from eventvault.settings import StorageSettings
 from eventvault.storage.base import ObjectVersion, RangeReader
 
@@ -60,6 +60,15 @@ class S3Storage:
     def put(self, key: str, data: bytes) -> str | None:
         """Upload ``data`` (multipart above 64 MiB), replacing the object; its version id."""
         return self._retry(key, lambda: self._upload(self.prefix + key, data, {}))
+
+    def replace(self, key: str, data: bytes, etag: str) -> str | None:
+        """Upload ``data`` over the object if it still has ``etag`` (``If-Match``)."""
+        try:
+            return self._retry(key, lambda: self._upload(self.prefix + key, data,
+                                                         {"IfMatch": etag}))
+        except _Exists:
+            raise ObjectChanged(f"S3 {self.url}{key} changed since it was read", url=self.url,
+                                key=key) from None
 
     def create(self, key: str, data: bytes) -> bool:
         """Upload ``data`` only if no object is at ``key`` (``If-None-Match: *``).
