@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,3 +30,13 @@ def start_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = 
               **popen: Any) -> subprocess.Popen[Any]:
     """Start ``eventvault ARGS`` in the background."""
     return subprocess.Popen([*EVENTVAULT, *args], env=cli_env(env), cwd=cwd, **popen)
+
+
+def archiver_env(bootstrap: str, url: str, topic: str, **archive: str) -> dict[str, str]:
+    """Environment for an archiver process with small files, fast timers and commits."""
+    settings = {"IDLE_SECONDS": "0.3", "COMMIT_INTERVAL_SECONDS": "0.5",
+                "SESSION_TIMEOUT_MS": "6000", **archive}
+    return {"EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "EVENTVAULT_STORAGE__URL": url,
+            "EVENTVAULT_ARCHIVE__TOPICS": json.dumps([topic]),
+            "EVENTVAULT_ARCHIVE__GROUP_ID": f"g-{topic}",
+            **{f"EVENTVAULT_ARCHIVE__{k}": v for k, v in settings.items()}}

@@ -24,23 +24,13 @@ from aiokafka import AIOKafkaProducer
 from eventvault.errors import StorageError
 from eventvault.settings import StorageSettings
 from eventvault.storage import open_storage
-from tests.cliutil import start_cli
+from tests.cliutil import archiver_env, start_cli
 from tests.faulty_s3 import FaultyS3
 from tests.kafkautil import archive_once, create_topic, read_archive, settings
 
 pytestmark = pytest.mark.integration
 HOUR_MS = 3_600_000
 BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00Z
-
-
-def archiver_env(bootstrap: str, url: str, topic: str, **archive: str) -> dict[str, str]:
-    """Environment for an archiver process with small files, fast timers and commits."""
-    settings = {"IDLE_SECONDS": "0.3", "COMMIT_INTERVAL_SECONDS": "0.5",
-                "SESSION_TIMEOUT_MS": "6000", **archive}
-    return {"EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "EVENTVAULT_STORAGE__URL": url,
-            "EVENTVAULT_ARCHIVE__TOPICS": json.dumps([topic]),
-            "EVENTVAULT_ARCHIVE__GROUP_ID": f"g-{topic}",
-            **{f"EVENTVAULT_ARCHIVE__{k}": v for k, v in settings.items()}}
 
 
 def start_archiver(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

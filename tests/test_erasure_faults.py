@@ -21,11 +21,10 @@ import pytest
 
 from eventvault.settings import StorageSettings
 from eventvault.storage import open_storage
-from tests.cliutil import run_cli, start_cli
+from tests.cliutil import archiver_env, run_cli, start_cli
 from tests.erasureutil import customer, customer_records, erasure_env, every_version, mentions
 from tests.faulty_s3 import FaultyS3
 from tests.kafkautil import archive_once, create_topic, produce, settings
-from tests.test_crash import archiver_env
 
 pytestmark = pytest.mark.integration
 
