@@ -72,6 +72,6 @@ EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS=$bootstrap .venv/bin/eventvault --log-level 
     --request-id demo-1 --subject "$subject"
 echo; echo "\$ eventvault query \"$count_sql\""
 .venv/bin/eventvault query "$count_sql"
-ledger_sql="SELECT entry, request_id, left(subject_hash, 12) AS subject, split_part(object_key, '/', 4) AS file, rows_redacted AS redacted, verified FROM maintenance_ledger ORDER BY entry DESC, file"
+ledger_sql="SELECT entry, request_id, left(subject_hash, 12) AS subject, coalesce(split_part(object_key, '/', 3), target_topic) AS hour_or_recipient, rows_redacted AS redacted, verified FROM maintenance_ledger ORDER BY entry DESC, hour_or_recipient"
 echo; echo "\$ eventvault query \"$ledger_sql\""
 .venv/bin/eventvault query "$ledger_sql"
