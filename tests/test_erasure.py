@@ -221,6 +221,23 @@ def test_an_id_outside_its_field_keeps_failing_until_a_run_with_the_ids(
     assert len(mentions(rows, customer(2))) == 1, "only the note is left"
 
 
+def _file_erasure(url: str, endpoint: str, records: int) -> tuple[Erasure, FileRef, Request]:
+    """One archive file of ``records`` customer events written straight to S3, an erasure
+    run over it (no Kafka: only its file step is used) and a request for customer 1."""
+    store = open_storage(StorageSettings(url=url, endpoint_url=endpoint))
+    cols = fmt.Columns(0)
+    for i, record in enumerate(customer_records(records, 3, 1)):
+        cols.append(i, 0, "CreateTime", record.key, record.value, list(record.headers))
+    ref = FileRef("t.x", 490_000, 0, 0, records - 1)
+    store.put(ref.key, fmt.encode(fmt.to_table(cols)))
+    settings_ = load_settings(None, storage={"url": url, "endpoint_url": endpoint},
+                              erasure={"hmac_key": "k", "topics": json.loads(
+                                  erasure_env("t.x")["EVENTVAULT_ERASURE__TOPICS"])})
+    now = datetime.now(UTC)
+    request = Request("R", (keyed_hash(b"k", customer(1).encode()).hex(),), now, now)
+    return Erasure(settings_, store, now, "run", dry_run=False), ref, request
+
+
 @pytest.mark.parametrize("versioning", ["none", "suspended"])
 def test_rewrites_keep_the_object_without_versioning(s3_endpoint: str, s3_bucket: str,
                                                      versioning: str) -> None:
@@ -230,22 +247,11 @@ def test_rewrites_keep_the_object_without_versioning(s3_endpoint: str, s3_bucket
     if versioning == "suspended":
         client.put_bucket_versioning(Bucket=s3_bucket,
                                      VersioningConfiguration={"Status": "Enabled"})
-    url = f"s3://{s3_bucket}/arch"
-    store = open_storage(StorageSettings(url=url, endpoint_url=s3_endpoint))
-    cols = fmt.Columns(0)
-    for i, record in enumerate(customer_records(30, 3, 1)):
-        cols.append(i, 0, "CreateTime", record.key, record.value, list(record.headers))
-    ref = FileRef("t.x", 490_000, 0, 0, 29)
-    store.put(ref.key, fmt.encode(fmt.to_table(cols)))
+    erasure, ref, request = _file_erasure(f"s3://{s3_bucket}/arch", s3_endpoint, 30)
+    store = erasure.storage
     if versioning == "suspended":
         client.put_bucket_versioning(Bucket=s3_bucket,
                                      VersioningConfiguration={"Status": "Suspended"})
-    settings_ = load_settings(None, storage={"url": url, "endpoint_url": s3_endpoint},
-                              erasure={"hmac_key": "k", "topics": json.loads(
-                                  erasure_env("t.x")["EVENTVAULT_ERASURE__TOPICS"])})
-    now = datetime.now(UTC)
-    erasure = Erasure(settings_, store, now, "run", dry_run=False)
-    request = Request("R", (keyed_hash(b"k", customer(1).encode()).hex(),), now, now)
     outcome, = erasure.erase_files("t.x", [ref.key], [request], [customer(1)])
     assert outcome.verified, outcome.detail
     assert outcome.dropped == 10
@@ -259,23 +265,12 @@ def test_a_deleted_object_is_not_brought_back_nor_purged(s3_endpoint: str,
                                                          versioned_bucket: str) -> None:
     """An object deleted by hand (a delete marker) keeps its older versions: erasure reads
     them, reports the subject it finds there, and neither restores nor purges them."""
-    url = f"s3://{versioned_bucket}/arch"
-    store = open_storage(StorageSettings(url=url, endpoint_url=s3_endpoint))
-    cols = fmt.Columns(0)
-    for i, record in enumerate(customer_records(9, 3, 1)):
-        cols.append(i, 0, "CreateTime", record.key, record.value, list(record.headers))
-    ref = FileRef("t.x", 490_000, 0, 0, 8)
-    store.put(ref.key, fmt.encode(fmt.to_table(cols)))
+    erasure, ref, request = _file_erasure(f"s3://{versioned_bucket}/arch", s3_endpoint, 9)
+    store = erasure.storage
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").delete_object(
         Bucket=versioned_bucket, Key=f"arch/{ref.key}")
-    settings_ = load_settings(None, storage={"url": url, "endpoint_url": s3_endpoint},
-                              erasure={"hmac_key": "k", "topics": json.loads(
-                                  erasure_env("t.x")["EVENTVAULT_ERASURE__TOPICS"])})
-    now = datetime.now(UTC)
-    request = Request("R", (keyed_hash(b"k", customer(1).encode()).hex(),), now, now)
     before = store.versions(ref.key)
-    outcome, = Erasure(settings_, store, now, "run", dry_run=False).erase_files(
-        "t.x", [ref.key], [request])
+    outcome, = erasure.erase_files("t.x", [ref.key], [request])
     assert outcome.verified is False
     assert "does not restore deleted objects" in outcome.detail
     assert store.versions(ref.key) == before
