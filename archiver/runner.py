@@ -142,7 +142,7 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
             await self._unblock()
             if self.once and await self._bounded_run_done():
                 return
-            await self._reap(block=self._over_budget())
+            await self._reap(block=self._held() > self.archive_settings.memory_budget_bytes)
 
     # -- records ---------------------------------------------------------------------------
     def _feed(self, batch: dict[TopicPartition, list[Any]], now: float) -> list[Roll]:
@@ -189,7 +189,7 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
         rolls: list[Roll] = []
         for state in self.states.values():
             rolls += state.roll_expired(now)
-        observe.BUFFERED.set(self._buffered() + self.uploads.held_bytes)
+        observe.BUFFERED.set(self._held())
         rolls += await self._passed()
         interval = self.archive_settings.commit_interval_seconds
         if now - self._last_commit >= interval and self.dirty:
@@ -214,8 +214,7 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
     def _relieve_memory(self) -> list[Roll]:
         rolls = relieve_memory(self.states.values(), self.archive_settings.memory_budget_bytes,
                                self.uploads.held_bytes)
-        held = self._buffered() + self.uploads.held_bytes
-        self.summary.peak_buffered_bytes = max(self.summary.peak_buffered_bytes, held)
+        self.summary.peak_buffered_bytes = max(self.summary.peak_buffered_bytes, self._held())
         return rolls
 
     async def _unblock(self) -> None:
@@ -228,9 +227,9 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
     def _buffered(self) -> int:
         return sum(st.buffered_bytes for st in self.states.values())
 
-    def _over_budget(self) -> bool:
-        held = self._buffered() + self.uploads.held_bytes
-        return held > self.archive_settings.memory_budget_bytes
+    def _held(self) -> int:
+        """Estimated bytes of open buffers and files in flight (what the budget bounds)."""
+        return self._buffered() + self.uploads.held_bytes
 
     # -- files -----------------------------------------------------------------------------
     async def _intend(self, rolls: list[Roll]) -> None:

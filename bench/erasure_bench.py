@@ -22,17 +22,13 @@ import argparse
 import asyncio
 import json
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-import boto3
 import pyarrow.parquet as pq
 
 from bench.archive_bench import local_stack, run
-from bench.query_bench import TOPIC, _write_hours
-from bench.replay_bench import _topics
-from eventvault.settings import StorageSettings
-from eventvault.storage.s3 import S3Storage
+from bench.query_bench import TOPIC
+from bench.replay_bench import _topics, archive_on_s3
 
 SUBJECT = {"location": "value", "field": "order.customer.id", "action": "redact",
            "redact": ["order.customer.email", "order.customer.name", "device.ip"]}
@@ -74,20 +70,8 @@ def main() -> None:
     parser.add_argument("--hours", type=int, default=28)
     args = parser.parse_args()
     with local_stack("eventvault-erasure-bench-") as (tmp, broker, s3):
-        root, per_hour = tmp / "archive", args.events // args.hours
-        halves = [range(0, args.hours // 2), range(args.hours // 2, args.hours)]
-        with ProcessPoolExecutor(2) as pool:
-            list(pool.map(_write_hours, [root, root], [None, None], halves, [per_hour] * 2,
-                          [args.partitions] * 2))
-        client = boto3.client("s3", endpoint_url=s3.endpoint_url)
-        client.create_bucket(Bucket="bench")
-        client.put_bucket_versioning(Bucket="bench",
-                                     VersioningConfiguration={"Status": "Enabled"})
-        store = S3Storage("bench", "archive",
-                          StorageSettings(url="s3://bench/archive", endpoint_url=s3.endpoint_url))
-        files = sorted(root.rglob("*.parquet"))
-        for path in files:
-            store.put(path.relative_to(root).as_posix(), path.read_bytes())
+        _, files, events = archive_on_s3(tmp, s3.endpoint_url, args.events, args.hours,
+                                         args.partitions, versioned=True)
         asyncio.run(_topics(broker.bootstrap, [TOPIC], args.partitions))
         env = {"EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
                "EVENTVAULT_STORAGE__URL": "s3://bench/archive",
@@ -98,7 +82,7 @@ def main() -> None:
         second = _erase(env, "BENCH-2", _customer_of_first_record(files[len(files) // 2]))
         assert not first["problems"], first
         assert not second["problems"], second
-        print(json.dumps({"events": per_hour * args.hours, "archive_files": len(files),
+        print(json.dumps({"events": events, "archive_files": len(files),
                           "first_request_no_index": first, "second_request": second},
                          indent=2))
 

@@ -17,6 +17,7 @@ import asyncio
 import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import boto3
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -25,6 +26,28 @@ from bench.archive_bench import local_stack, run
 from bench.query_bench import TOPIC, _write_hours
 from eventvault.settings import StorageSettings
 from eventvault.storage.s3 import S3Storage
+
+
+def archive_on_s3(tmp: Path, endpoint: str, events: int, hours: int, partitions: int,
+                  versioned: bool = False) -> tuple[Path, list[Path], int]:
+    """Write ``events`` over ``hours`` (two processes) into ``tmp/archive``, upload them to
+    ``s3://bench/archive`` through eventvault's S3 storage; (root, files, events written)."""
+    root, per_hour = tmp / "archive", events // hours
+    halves = [range(0, hours // 2), range(hours // 2, hours)]
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(_write_hours, [root, root], [None, None], halves, [per_hour] * 2,
+                      [partitions] * 2))
+    client = boto3.client("s3", endpoint_url=endpoint)
+    client.create_bucket(Bucket="bench")
+    if versioned:
+        client.put_bucket_versioning(Bucket="bench",
+                                     VersioningConfiguration={"Status": "Enabled"})
+    store = S3Storage("bench", "archive",
+                      StorageSettings(url="s3://bench/archive", endpoint_url=endpoint))
+    files = sorted(root.rglob("*.parquet"))
+    for path in files:
+        store.put(path.relative_to(root).as_posix(), path.read_bytes())
+    return root, files, per_hour * hours
 
 
 async def _topics(bootstrap: str, names: list[str], partitions: int) -> None:
@@ -45,17 +68,8 @@ def main() -> None:
     parser.add_argument("--hours", type=int, default=6)
     args = parser.parse_args()
     with local_stack("eventvault-replay-bench-") as (tmp, broker, s3):
-        root, per_hour = tmp / "archive", args.events // args.hours
-        halves = [range(0, args.hours // 2), range(args.hours // 2, args.hours)]
-        with ProcessPoolExecutor(2) as pool:
-            list(pool.map(_write_hours, [root, root], [None, None], halves, [per_hour] * 2,
-                          [args.partitions] * 2))
-        boto3.client("s3", endpoint_url=s3.endpoint_url).create_bucket(Bucket="bench")
-        settings = StorageSettings(url="s3://bench/archive", endpoint_url=s3.endpoint_url)
-        store = S3Storage("bench", "archive", settings)
-        for path in sorted(root.rglob("*.parquet")):
-            store.put(path.relative_to(root).as_posix(), path.read_bytes())
-        n = per_hour * args.hours
+        root, _, n = archive_on_s3(tmp, s3.endpoint_url, args.events, args.hours,
+                                   args.partitions)
         asyncio.run(_topics(broker.bootstrap, ["bare.1", "bare.2", "replayed"],
                             args.partitions))
         bare = [sys.executable, "-m", "bench.bare_producer", broker.bootstrap, str(root), TOPIC]

@@ -17,7 +17,6 @@ tasks (one per topic, one per file), pass only PII-free, JSON-ready values betwe
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
@@ -58,10 +57,6 @@ def submissions(items: Iterable[Mapping[str, Any]]) -> list[Submission]:
                                   setting="subject")
             found.append(Submission(request_id, subject))
     return found
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class Erasure:
@@ -203,7 +198,7 @@ class Erasure:
         prefix = keys[0] if len(keys) == 1 else topic_prefix(topic)
         intents = requests.load_intents(self.storage, topic)
         before = self.storage.all_versions(prefix)
-        outcomes = [self._rewrite(topic, key, before.get(key, ()), hashes, intents.get(key))
+        outcomes = [self._rewrite(topic, key, before.get(key, ()), hashes, intents)
                     for key in keys]
         if self.dry_run:
             return outcomes
@@ -215,21 +210,20 @@ class Erasure:
             remaining = after.get(outcome.key, ())
             rewrite.verify(self.storage, outcome, remaining, spec, hashes, self.hmac_key,
                            raw_ids)
-            self._settle_intent(topic, outcome, intents.get(outcome.key), bool(raw_ids))
+            self._settle_intent(topic, outcome, intents, bool(raw_ids))
             if outcome.verified and remaining:
                 self._reindex(topic, remaining[0])
         return outcomes
 
     def _rewrite(self, topic: str, key: str, versions: Sequence[ObjectVersion],
-                 hashes: set[bytes], intent: requests.Intent | None) -> FileOutcome:
+                 hashes: set[bytes], intents: dict[str, requests.Intent]) -> FileOutcome:
         """One file rewritten; retried from a fresh listing if it changed meanwhile."""
         def before_write(outcome: FileOutcome) -> None:  # the places survive a kill
             if outcome.found:
-                known = intent or requests.Intent(key)
-                merged = {h: sorted({tuple(p) for p in known.found.get(h, []) + places})
-                          for h, places in outcome.found.items()}
-                known.found = {**known.found, **{h: [list(p) for p in v]
-                                                 for h, v in merged.items()}}
+                known = intents.setdefault(key, requests.Intent(key))
+                for digest, places in outcome.found.items():
+                    both = {tuple(p) for p in known.found.get(digest, []) + places}
+                    known.found[digest] = [list(p) for p in sorted(both)]
                 requests.save_intent(self.storage, topic, known)
 
         for attempt in range(3):
@@ -246,16 +240,16 @@ class Erasure:
             return outcome
         raise MaintenanceError(f"{key} kept changing while erasure rewrote it", key=key)
 
-    def _settle_intent(self, topic: str, outcome: FileOutcome, intent: requests.Intent | None,
-                       with_ids: bool) -> None:
+    def _settle_intent(self, topic: str, outcome: FileOutcome,
+                       intents: dict[str, requests.Intent], with_ids: bool) -> None:
         """Keep what a later run needs: a failed check by id bytes stays until a run with ids."""
-        if intent is not None and intent.needs_ids and not with_ids and outcome.verified:
+        known = intents.get(outcome.key)
+        if known is not None and known.needs_ids and not with_ids and outcome.verified:
             outcome.verified = False
             outcome.detail = ("an earlier run found a subject's id outside its field here; "
                               "only a run given the ids can verify it")
-        if not outcome.verified and "id's bytes" in outcome.detail and with_ids:
-            known = requests.load_intents(self.storage, topic).get(outcome.key) \
-                or requests.Intent(outcome.key)
+        if outcome.ids_outside_field:
+            known = intents.setdefault(outcome.key, requests.Intent(outcome.key))
             known.needs_ids = True
             requests.save_intent(self.storage, topic, known)
 

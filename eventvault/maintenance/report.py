@@ -51,6 +51,7 @@ class FileOutcome:
     bytes_after: int = 0
     noncurrent_deleted: int = 0
     verified: bool | None = None
+    ids_outside_field: bool = False  # the ids' bytes were found outside the subject field
     detail: str = ""
 
 

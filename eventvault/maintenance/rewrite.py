@@ -120,8 +120,9 @@ def verify(storage: Storage, outcome: FileOutcome, remaining: Sequence[ObjectVer
     left = leftovers(table, spec, hashes, hmac_key, [r.encode() for r in raw_ids])
     if left:
         outcome.verified = False
-        outcome.detail = (f"{len(left)} records still name a subject, e.g. {left[0]} (by its "
-                          "field, or by its id's bytes elsewhere: add that field to "
-                          "erasure redact)")
+        outcome.ids_outside_field = not leftovers(table, spec, hashes, hmac_key)
+        where = ("by its id's bytes outside its field: add that field to erasure redact"
+                 if outcome.ids_outside_field else "by its field")
+        outcome.detail = f"{len(left)} records still name a subject, e.g. {left[0]} ({where})"
         return
     outcome.verified, outcome.detail = True, "verified: one version, no subject"

@@ -118,21 +118,25 @@ class LocalStorage:
         return tuple(sorted(p.name[6:] for p in self.root.iterdir()
                             if p.is_dir() and p.name.startswith("topic=")))
 
+    def _files(self, prefix: str) -> list[tuple[str, Path]]:
+        """(key, path) of every file under ``prefix``, in key order (temporary files skipped).
+
+        Only the folder the prefix names is walked.
+        """
+        base = self.root / prefix.rpartition("/")[0]
+        if not base.is_dir():
+            return []
+        found = [(path.relative_to(self.root).as_posix(), path) for path in base.rglob("*")
+                 if not path.name.startswith(".tmp-") and path.is_file()]
+        return sorted((key, path) for key, path in found if key.startswith(prefix))
+
     def list(self, prefix: str = "") -> Iterator[str]:
         """Files under the root whose key starts with ``prefix`` (temporary files skipped)."""
-        return (version.key for version in self.stat(prefix))
+        return (key for key, _ in self._files(prefix))
 
     def stat(self, prefix: str = "") -> Iterator[ObjectVersion]:
         """Every file under ``prefix`` with its size and etag, in key order."""
-        base = self.root / prefix.rpartition("/")[0]
-        if not base.is_dir():
-            return iter(())
-        found = []
-        for path in base.rglob("*"):
-            key = path.relative_to(self.root).as_posix()
-            if key.startswith(prefix) and path.is_file() and not path.name.startswith(".tmp-"):
-                found.append(self._version(key, path))
-        return iter(sorted(found, key=lambda v: v.key))
+        return (self._version(key, path) for key, path in self._files(prefix))
 
     @staticmethod
     def _version(key: str, path: Path) -> ObjectVersion:
