@@ -24,6 +24,7 @@ from eventvault.archiver import adoption
 from eventvault.archiver.adoption import partition_name
 from eventvault.archiver.batching import Limits, PartitionState, Roll, relieve_memory
 from eventvault.archiver.encoder import Uploads
+from eventvault.archiver.faults import FaultPoints
 from eventvault.errors import BrokerError
 from eventvault.kafka import TopicPartition
 from eventvault.layout import hours_of
@@ -70,6 +71,8 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
         self.fatal: Exception | None = None
         self._last_tick = self._last_commit = 0.0
         self._unassigned_seconds = 0.0
+        self.faults = FaultPoints(config.fault_points)
+        self._idle_cuts: set[Any] = set()
 
     def stop(self) -> None:
         """Ask a running archiver to stop after its current batch (uploads finish first)."""
@@ -189,6 +192,7 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
         rolls: list[Roll] = []
         for state in self.states.values():
             rolls += state.roll_expired(now)
+        self._idle_cuts = {r.cut for r in rolls}
         observe.BUFFERED.set(self._held())
         rolls += await self._passed()
         interval = self.archive_settings.commit_interval_seconds
@@ -203,6 +207,7 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
         for tp, state in list(self.states.items()):
             if state.rebuilding:
                 position = await self.consumer.position(tp)
+                await self.faults.reach("position-read", partition=partition_name(tp))
                 passed = state.passed(position)
                 for r in passed:
                     observe.event("recorded cut passed", topic=tp.topic, partition=tp.partition,
@@ -237,6 +242,9 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
         tps = {TopicPartition(r.topic, r.partition) for r in rolls}
         if not await self._commit(tps):
             return
+        await self.faults.reach("intent-committed", partitions=sorted(map(partition_name, tps)))
+        if any(r.cut in self._idle_cuts for r in rolls):
+            await self.faults.reach("idle-intent")
         for roll in rolls:
             state = self.states[TopicPartition(roll.topic, roll.partition)]
             observe.event("file decided", logging.DEBUG, topic=roll.topic,
@@ -252,12 +260,16 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
             return
         if block:
             await self.uploads.wait()
+            await self.faults.reach("reap-waited")
         for state, roll, written in self.uploads.finished():
             observe.event("file done", logging.DEBUG, topic=roll.topic, partition=roll.partition,
                           first=roll.cut.first, last=roll.cut.last, bytes=written)
             state.done(roll.cut)
             self.dirty.add(TopicPartition(roll.topic, roll.partition))
             if written:
+                await self.faults.reach("file-durable", topic=roll.topic,
+                                        partition=roll.partition, first=roll.cut.first,
+                                        last=roll.cut.last, hour=roll.cut.hour)
                 self.summary.files += 1
                 self.summary.bytes_written += written
                 observe.FILES.labels(roll.topic).inc()

@@ -113,6 +113,10 @@ class EventTimeSettings(_Section):
         return EventTimeSpec(self.field, self.format)
 
 
+FaultPoint = Literal["file-durable", "idle-intent", "intent-committed", "reap-waited",
+                     "position-read", "loss-checked"]
+
+
 class ArchiveSettings(_Section):
     """What to archive and how files roll (see docs/EXACTLY_ONCE.md for the cut limits)."""
 
@@ -132,9 +136,15 @@ class ArchiveSettings(_Section):
     commit_interval_seconds: float = Field(5.0, gt=0)
     session_timeout_ms: int = Field(10_000, ge=1000)
     event_time: dict[str, EventTimeSettings] = Field(default_factory=dict)
+    fault_points: dict[FaultPoint, str] = Field(default_factory=dict)
+    """Testing only: actions at named points of the archiver (eventvault.archiver.faults)."""
 
     @model_validator(mode="after")
     def _check(self) -> ArchiveSettings:
+        for point, action in self.fault_points.items():
+            if not re.fullmatch(r"(kill|stop)(:[1-9][0-9]*)?|sleep:[0-9]+(\.[0-9]+)?", action):
+                raise ValueError(f"archive.fault_points.{point}: {action!r} is not kill[:N], "
+                                 "stop[:N] or sleep:SECONDS")
         if self.topics_regex is not None:
             try:
                 re.compile(self.topics_regex)

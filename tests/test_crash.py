@@ -6,79 +6,24 @@ offset exactly once, none missing.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import signal
-import subprocess
-import threading
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from eventvault.errors import StorageError
 from eventvault.settings import StorageSettings
 from eventvault.storage import open_storage
-from tests.cliutil import archiver_env, start_cli
+from tests.cliutil import archiver_env
+from tests.crashutil import Producer, assert_exactly_once, start_archiver
 from tests.faulty_s3 import FaultyS3
 from tests.kafkautil import archive_once, create_topic, read_archive, settings
 
 pytestmark = pytest.mark.integration
-HOUR_MS = 3_600_000
-BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00Z
-
-
-def start_archiver(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return start_cli("archive", env=env, stdout=out, stderr=out)
-
-
-class Producer(threading.Thread):
-    """Produces ``total`` records in bursts with pauses, hours jumping back (late events)."""
-
-    def __init__(self, bootstrap: str, topic: str, total: int, partitions: int) -> None:
-        super().__init__(daemon=True)
-        self.args = (bootstrap, topic, total, partitions)
-        self.sent = 0
-
-    def run(self) -> None:
-        asyncio.run(self._run())
-
-    async def _run(self) -> None:
-        bootstrap, topic, total, partitions = self.args
-        rng = random.Random(1)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True,
-                                    linger_ms=2)
-        await producer.start()
-        try:
-            deadline = time.monotonic() + 120
-            while self.sent < total and time.monotonic() < deadline:
-                burst = min(total - self.sent, rng.randint(50, 400))
-                for _ in range(burst):
-                    hour = self.sent // 1500 - rng.choice([0, 0, 0, 1, 5])  # some late
-                    await producer.send(topic, b"v%d" % self.sent, key=b"k%d" % self.sent,
-                                        partition=self.sent % partitions,
-                                        timestamp_ms=BASE_MS + max(hour, 0) * HOUR_MS)
-                    self.sent += 1
-                await producer.flush()
-                await asyncio.sleep(rng.choice([0.05, 0.2, 0.8]))  # quiet spells: idle rolls
-        finally:
-            await producer.stop()
-
-
-def assert_exactly_once(rows: list[dict[str, Any]], partitions: int, total: int) -> None:
-    counts = Counter((r["partition"], r["offset"]) for r in rows)
-    dupes = [k for k, n in counts.items() if n > 1]
-    assert not dupes, f"{len(dupes)} records archived twice, e.g. {dupes[:5]}"
-    assert len(counts) == total, f"{total - len(counts)} records missing"
-    for p in range(partitions):
-        offs = sorted(o for (pp, o) in counts if pp == p)
-        assert offs == list(range(len(offs)))
 
 
 def test_kill_9_at_random_moments_then_drain(kafka_bootstrap: str, tmp_path: Path) -> None:
