@@ -61,17 +61,19 @@ def test_rebalance_storm_with_a_zombie(kafka_bootstrap: str, tmp_path: Path) -> 
     logs: list[Path] = []
 
     def member() -> tuple[subprocess.Popen[bytes], Path]:
+        """A new member, once it holds partitions (the rebalance its joining caused is over)."""
         log = tmp_path / f"member-{len(logs)}.log"
         logs.append(log)
-        return start_archiver(env, log), log
+        proc = start_archiver(env, log)
+        _wait_for(f"partitions of {log.name}", lambda: log_events(log, "partitions assigned"))
+        return proc, log
 
     first = member()
-    _wait_for("the first member's partitions", lambda: log_events(first[1], "partitions assigned"))
     held = log_events(first[1], "partitions assigned")[0]["partitions"]
     assert len(held) == partitions, "the first member did not hold every partition alone"
     members = [first, member(), member()]
     for _ in range(4):  # a graceful leave and a join: two rebalances each
-        time.sleep(rng.uniform(2.0, 4.0))
+        time.sleep(rng.uniform(1.0, 3.0))
         _stop(*members.pop(rng.randrange(len(members))))
         members.append(member())
     zombie, zombie_log = members[0]
