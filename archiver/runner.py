@@ -20,19 +20,20 @@ from typing import Any
 
 from eventvault import format as fmt
 from eventvault import kafka, observe
-from eventvault.archiver import adoption
 from eventvault.archiver.adoption import partition_name
 from eventvault.archiver.batching import Limits, PartitionState, Roll, relieve_memory
 from eventvault.archiver.encoder import Uploads
 from eventvault.archiver.faults import FaultPoints
+from eventvault.archiver.membership import Membership
 from eventvault.errors import BrokerError
 from eventvault.kafka import TopicPartition
 from eventvault.layout import hours_of
-from eventvault.progress import Progress, encode_progress, spec_hash
 from eventvault.settings import Settings
 from eventvault.storage import Storage
 
 _TS_TYPES = fmt.TIMESTAMP_TYPES
+Owned = list[tuple[PartitionState, Roll]]
+"""Decided files with the state that decided them (acted on only while it owns them)."""
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Summary:
     peak_buffered_bytes: int = 0
 
 
-class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
+class Archiver(Membership):
     """Archive the configured topics into ``storage``."""
 
     def __init__(self, settings: Settings, storage: Storage, *, once: bool = False,
@@ -58,11 +59,8 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
         self.limits = Limits(config.max_file_records, config.max_file_bytes, config.idle_seconds,
                              config.max_file_age_seconds, config.max_cuts_per_partition,
                              config.hour_grace_hours)
-        self.states: dict[TopicPartition, PartitionState] = {}
-        self.ends: dict[TopicPartition, int] = {}
-        self.done: set[TopicPartition] = set()
-        self.dirty: set[TopicPartition] = set()
-        self.blocked: set[TopicPartition] = set()
+        self._init_membership()
+        self.storage = storage
         self.summary = Summary()
         self.uploads = Uploads(storage, config.zstd_level, config.upload_concurrency)
         self.progress_bar = observe.ProgressBar(once and show_progress)
@@ -72,7 +70,6 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
         self._last_tick = self._last_commit = 0.0
         self._unassigned_seconds = 0.0
         self.faults = FaultPoints(config.fault_points)
-        self._idle_cuts: set[Any] = set()
 
     def stop(self) -> None:
         """Ask a running archiver to stop after its current batch (uploads finish first)."""
@@ -102,8 +99,7 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
             await self._drain()
             await self._commit(set(self.states))
         finally:
-            with contextlib.suppress(Exception):
-                await self.consumer.stop()
+            await kafka.stop_quietly(self.consumer)
             self.uploads.close()
             self.progress_bar.close()
         self.summary.seconds = time.monotonic() - started
@@ -148,9 +144,9 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
             await self._reap(block=self._held() > self.archive_settings.memory_budget_bytes)
 
     # -- records ---------------------------------------------------------------------------
-    def _feed(self, batch: dict[TopicPartition, list[Any]], now: float) -> list[Roll]:
+    def _feed(self, batch: dict[TopicPartition, list[Any]], now: float) -> Owned:
         """Buffer a fetched batch; partitions that hit their cut limit go to ``self.blocked``."""
-        rolls: list[Roll] = []
+        rolls: Owned = []
         for tp, fetched in batch.items():
             state = self.states.get(tp)
             if state is None:
@@ -168,7 +164,7 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
                 records = [r for r in fetched if r.offset < self.ends[tp]]
             hours = hours_of(self.archive_settings.event_time_spec(tp.topic), records)
             ts_types = [_TS_TYPES.get(r.timestamp_type, "CreateTime") for r in records]
-            rolls += state.add_records(records, hours, ts_types, now)
+            rolls += [(state, r) for r in state.add_records(records, hours, ts_types, now)]
             self._count_taken(tp, state, records)
         return rolls
 
@@ -184,43 +180,52 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
         if taken:
             self.dirty.add(tp)
 
-    async def _on_timers(self, now: float) -> list[Roll]:
+    async def _on_timers(self, now: float) -> Owned:
         """Once a second: idle and age rolls, passed recorded cuts, and periodic commits."""
         if now - self._last_tick < 1.0:
             return []
         self._last_tick = now
-        rolls: list[Roll] = []
-        for state in self.states.values():
-            rolls += state.roll_expired(now)
-        self._idle_cuts = {r.cut for r in rolls}
+        idle = [(st, r) for st in self.states.values() for r in st.roll_expired(now)]
+        if idle:
+            await self._intend(idle, point="idle-intent")
         observe.BUFFERED.set(self._held())
-        rolls += await self._passed()
+        rolls = await self._passed()
         interval = self.archive_settings.commit_interval_seconds
         if now - self._last_commit >= interval and self.dirty:
             await self._commit(set(self.dirty))
             self._last_commit = now
         return rolls
 
-    async def _passed(self) -> list[Roll]:
+    async def _position(self, tp: TopicPartition, state: PartitionState) -> int | None:
+        """The consumer's position in ``tp``; None if ``state`` no longer owns it then."""
+        try:
+            position: int = await self.consumer.position(tp)
+        except kafka.IllegalStateError:  # revoked meanwhile
+            position = -1
+        await self.faults.reach("position-read", partition=partition_name(tp))
+        return None if position < 0 or self.left(tp, state, "position") else position
+
+    async def _passed(self) -> Owned:
         """Roll rebuilt cuts whose last record the consumer has moved past without seeing."""
-        rolls: list[Roll] = []
+        rolls: Owned = []
         for tp, state in list(self.states.items()):
-            if state.rebuilding:
-                position = await self.consumer.position(tp)
-                await self.faults.reach("position-read", partition=partition_name(tp))
+            if state.rebuilding and self.owns(tp, state):
+                position = await self._position(tp, state)
+                if position is None:
+                    continue
                 passed = state.passed(position)
                 for r in passed:
                     observe.event("recorded cut passed", topic=tp.topic, partition=tp.partition,
                                   cut=[r.cut.first, r.cut.last], records=len(r.cols),
                                   position=position, next_offset=state.next_offset)
-                rolls += passed
+                rolls += [(state, r) for r in passed]
         return rolls
 
-    def _relieve_memory(self) -> list[Roll]:
+    def _relieve_memory(self) -> Owned:
         rolls = relieve_memory(self.states.values(), self.archive_settings.memory_budget_bytes,
                                self.uploads.held_bytes)
         self.summary.peak_buffered_bytes = max(self.summary.peak_buffered_bytes, self._held())
-        return rolls
+        return [(self.states[TopicPartition(r.topic, r.partition)], r) for r in rolls]
 
     async def _unblock(self) -> None:
         """Let partitions at their cut limit go on: wait for their uploads, then commit."""
@@ -237,21 +242,27 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
         return self._buffered() + self.uploads.held_bytes
 
     # -- files -----------------------------------------------------------------------------
-    async def _intend(self, rolls: list[Roll]) -> None:
-        """Commit the decided cuts, then start their uploads (never the other way round)."""
-        tps = {TopicPartition(r.topic, r.partition) for r in rolls}
+    async def _intend(self, rolls: Owned, point: str = "intent-committed") -> None:
+        """Commit the decided cuts, then start their uploads (never the other way round).
+
+        A partition revoked meanwhile is left alone: its last commit records the cuts, and the
+        new owner writes their files.
+        """
+        tps = {TopicPartition(r.topic, r.partition) for st, r in rolls}
         if not await self._commit(tps):
             return
         await self.faults.reach("intent-committed", partitions=sorted(map(partition_name, tps)))
-        if any(r.cut in self._idle_cuts for r in rolls):
-            await self.faults.reach("idle-intent")
-        for roll in rolls:
-            state = self.states[TopicPartition(roll.topic, roll.partition)]
+        if point != "intent-committed":
+            await self.faults.reach(point, partitions=sorted(map(partition_name, tps)))
+        for state, roll in rolls:
+            tp = TopicPartition(roll.topic, roll.partition)
+            while self.uploads.full and self.owns(tp, state):
+                await self._reap(block=True)
+            if self.left(tp, state, "intent"):
+                continue
             observe.event("file decided", logging.DEBUG, topic=roll.topic,
                           partition=roll.partition, hour=roll.cut.hour, first=roll.cut.first,
                           last=roll.cut.last, records=len(roll.cols), rebuilt=roll.rebuilt)
-            while self.uploads.full:
-                await self._reap(block=True)
             self.uploads.start(state, roll)
 
     async def _reap(self, *, block: bool) -> None:
@@ -265,7 +276,8 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
             observe.event("file done", logging.DEBUG, topic=roll.topic, partition=roll.partition,
                           first=roll.cut.first, last=roll.cut.last, bytes=written)
             state.done(roll.cut)
-            self.dirty.add(TopicPartition(roll.topic, roll.partition))
+            if self.owns(TopicPartition(roll.topic, roll.partition), state):
+                self.dirty.add(TopicPartition(roll.topic, roll.partition))
             if written:
                 await self.faults.reach("file-durable", topic=roll.topic,
                                         partition=roll.partition, first=roll.cut.first,
@@ -282,79 +294,7 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
                 TopicPartition(*where) in tps for where in self.uploads.partitions())):
             await self._reap(block=True)
 
-    # -- progress --------------------------------------------------------------------------
-    def _offsets_to_commit(self, tps: set[TopicPartition]) -> dict[TopicPartition, Any]:
-        """The progress of ``tps`` as commit offsets with metadata; updates the gauges."""
-        offsets = {}
-        for tp in tps:
-            state = self.states.get(tp)
-            if state is None:
-                continue
-            progress = state.progress()
-            offsets[tp] = kafka.OffsetAndMetadata(progress.offset, encode_progress(progress))
-            observe.COMMITTED.labels(tp.topic, str(tp.partition)).set(progress.offset)
-            highwater = self.consumer.highwater(tp)
-            if highwater is not None:
-                observe.LAG.labels(tp.topic, str(tp.partition)).set(highwater - progress.offset)
-        return offsets
-
-    async def _commit(self, tps: set[TopicPartition], *, reset: bool = True) -> bool:
-        """Commit the progress of ``tps``; False if the group fenced the commit.
-
-        With ``reset``, fenced partitions then resume from what Kafka holds.
-        """
-        offsets = self._offsets_to_commit(tps)
-        if not offsets:
-            return True
-        observe.event("commit", logging.DEBUG, progress={
-            partition_name(tp): om.metadata + f"@{om.offset}" for tp, om in offsets.items()})
-        try:
-            await self.consumer.commit(offsets)
-        except kafka.COMMIT_REFUSED as exc:
-            observe.event("commit refused", reason=str(exc), reset=reset,
-                          partitions=[partition_name(tp) for tp in offsets])
-            if reset:
-                await self._reset(set(offsets))
-            return False
-        self.dirty -= set(offsets)
-        return True
-
-    async def _reset(self, tps: set[TopicPartition]) -> None:
-        """Forget local state of ``tps`` and resume them from what Kafka holds."""
-        for tp in tps:
-            self.states.pop(tp, None)
-        still = tps & self.consumer.assignment()
-        if still:
-            await self._adopt(still)
-
-    async def _adopt(self, tps: set[TopicPartition]) -> None:
-        """Build states of ``tps`` from committed progress.
-
-        This runs in aiokafka's coordinator task, concurrently with the loop: a state appears
-        only once it is complete.
-        """
-        found = await adoption.committed_progress(self.kafka_settings,
-                                                  self.archive_settings.group_id, tps)
-        starts, ends = await kafka.log_offsets(self.kafka_settings, sorted(tps),
-                                               self.archive_settings.isolation_level)
-        if self.once:
-            self.ends.update({tp: o for tp, o in ends.items() if tp not in self.ends})
-        for tp in tps:
-            hashed = spec_hash(self.archive_settings.event_time_spec(tp.topic).fingerprint)
-            progress = found.get(tp, Progress(0, (), hashed))
-            adoption.check_event_time_setting(tp, progress, hashed)
-            # Positions are set here by seek() alone, never by aiokafka's reset path, which
-            # raced with offset lookups (seen: a position at the end offset with no record
-            # delivered). Below the log start offset (retention) there is nothing to read.
-            start = starts.get(tp, 0)
-            if tp in found and start > progress.offset:
-                adoption.report_retention_loss(tp, progress.offset, start)
-            self.consumer.seek(tp, max(progress.offset, start))
-            self.states[tp] = PartitionState(tp.topic, tp.partition, progress, self.limits,
-                                             hashed)
-        self._report_adopted(tps)
-
-    def _report_adopted(self, tps: set[TopicPartition]) -> None:
+    def _adopted(self, tps: set[TopicPartition]) -> None:
         observe.event("partitions adopted", partitions={
             partition_name(tp): {"resume": self.states[tp].resume,
                                  "cuts": len(self.states[tp].cuts), "end": self.ends.get(tp)}
@@ -363,40 +303,19 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
             self.progress_bar.total(sum(max(0, self.ends[tp] - st.resume)
                                         for tp, st in self.states.items() if tp in self.ends))
 
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Finish uploads of revoked partitions, commit their progress, forget them."""
-        mine = set(revoked) & set(self.states)
-        if not mine:
-            return
-        await self._drain(mine)
-        with contextlib.suppress(kafka.AIOKafkaError):
-            await self._commit(mine, reset=False)
-        for tp in mine:
-            self.states.pop(tp, None)
-            self.done.discard(tp)
-        observe.event("partitions revoked", partitions=sorted(partition_name(tp) for tp in mine))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Load the committed progress of newly assigned partitions."""
-        try:
-            await self._adopt(set(assigned))
-        except Exception as exc:  # aiokafka would only log it: end the run instead
-            self.fatal = exc
-            self.stopping.set()
-            raise
-        observe.event("partitions assigned",
-                      partitions=sorted(partition_name(tp) for tp in assigned))
-
     # -- bounded runs ----------------------------------------------------------------------
     async def _bounded_run_done(self) -> bool:
         """Whether a ``once`` run has read every assigned partition to its end offset."""
-        for tp, state in self.states.items():
-            if tp in self.done:
+        for tp, state in list(self.states.items()):
+            if tp in self.done or not self.owns(tp, state):
                 continue
             end = self.ends.get(tp, 0)
-            if state.next_offset >= end or await self.consumer.position(tp) >= end:
-                self.done.add(tp)
-                self.consumer.pause(tp)
+            if state.next_offset < end:
+                position = await self._position(tp, state)
+                if position is None or position < end:
+                    continue
+            self.done.add(tp)
+            self.consumer.pause(tp)
         if self.states and self.done >= set(self.states):
             observe.event("end offsets reached", records=self.summary.records,
                           buffered=self._buffered(), uploading=len(self.uploads))
@@ -407,8 +326,9 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
         return False
 
     async def _finish(self) -> None:
-        rolls: list[Roll] = []
+        rolls: Owned = []
         for tp, state in self.states.items():
-            rolls += state.finish(max(self.ends.get(tp, 0), state.next_offset))
+            end = max(self.ends.get(tp, 0), state.next_offset)
+            rolls += [(state, r) for r in state.finish(end)]
         if rolls:
             await self._intend(rolls)

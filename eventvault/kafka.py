@@ -29,7 +29,7 @@ from eventvault.settings import KafkaSettings
 __all__ = ["COMMIT_REFUSED", "AIOKafkaError", "BatchBuilder", "IllegalStateError",
            "OffsetAndMetadata", "RebalanceListener", "TopicInfo", "TopicPartition",
            "client_options", "committed_offsets", "consumer", "describe_topic", "log_offsets",
-           "transactional_producer"]
+           "stop_quietly", "transactional_producer"]
 
 RebalanceListener = ConsumerRebalanceListener
 COMMIT_REFUSED = (CommitFailedError, RebalanceInProgressError, IllegalStateError)
@@ -112,7 +112,25 @@ async def log_offsets(settings: KafkaSettings, partitions: list[TopicPartition],
         raise BrokerError(f"cannot read offsets of {len(partitions)} partitions: {exc}",
                           retriable=exc.retriable) from exc
     finally:
-        await probe.stop()
+        await stop_quietly(probe)
+
+
+async def stop_quietly(client: AIOKafkaConsumer) -> None:
+    """Stop a consumer; errors of its stopping are not the caller's.
+
+    aiokafka's ``stop()`` cancels the consumer's pending fetch tasks and awaits them without
+    catching their ``CancelledError``, which then escapes into the caller as if the caller had
+    been cancelled (it killed an archiver from its rebalance listener). That one is swallowed;
+    a cancellation of the calling task itself still propagates.
+    """
+    try:
+        await client.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    except AIOKafkaError:
+        pass
 
 
 async def _admin(settings: KafkaSettings, what: str,

@@ -7,6 +7,7 @@ land in them again and again. No member may die; the archive must hold every rec
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -14,10 +15,13 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
+from eventvault import kafka
 from eventvault.settings import StorageSettings
 from eventvault.storage import open_storage
 from tests.cliutil import archiver_env
@@ -96,3 +100,21 @@ def test_rebalance_storm_with_a_zombie(kafka_bootstrap: str, tmp_path: Path) -> 
     store = open_storage(StorageSettings(url=url))
     archive_once(settings(kafka_bootstrap, url, [topic], f"g-{topic}"))
     assert_exactly_once(read_archive(store), partitions, total)
+
+
+def test_a_consumer_stops_without_leaking_cancellation(kafka_bootstrap: str) -> None:
+    """A consumer without a group starts a task that its stop() cancels and awaits; stopped
+    before that task first ran, stop() raises the task's CancelledError in the caller. This
+    killed an archiver whose rebalance listener was reading log offsets with such a probe."""
+    async def stopped(stop: Callable[[AIOKafkaConsumer], Awaitable[None]]) -> str:
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap)
+        await consumer.start()  # returns without yielding once its task is created
+        try:
+            await stop(consumer)
+        except asyncio.CancelledError:
+            return "leaked"
+        return "kept"
+
+    assert asyncio.run(stopped(AIOKafkaConsumer.stop)) == "leaked", \
+        "aiokafka no longer leaks: the test proves nothing"
+    assert asyncio.run(stopped(kafka.stop_quietly)) == "kept"
