@@ -10,7 +10,7 @@ from typing import Any
 
 from eventvault import observe
 from eventvault.arguments import add_storage_url, settings_for
-from eventvault.errors import ConfigError
+from eventvault.errors import ConfigError, StorageError
 from eventvault.settings import Settings
 from eventvault.storage import open_storage
 
@@ -60,4 +60,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"archived {summary.records} records into {summary.files} files "
               f"({summary.bytes_written} bytes) in {summary.seconds:.1f}s -> {storage.url}")
+    if summary.unwritten_files:
+        raise StorageError(f"stopped with {summary.unwritten_files} files not written (their "
+                           f"records are read again next time): {summary.unwritten_error}",
+                           url=storage.url)
     return 0

@@ -82,11 +82,12 @@ class Uploads:
         if self.inflight:
             await asyncio.wait(self.inflight, return_when=asyncio.FIRST_COMPLETED)
 
-    def finished(self) -> Iterator[tuple[PartitionState, Roll, int]]:
-        """Take the files written so far, one by one: (state, roll, bytes written).
+    def finished(self) -> Iterator[tuple[PartitionState, Roll, int | BaseException]]:
+        """Take the files done so far, one by one: (state, roll, bytes written or the error).
 
-        A failed write raises its storage error when its turn comes: the run ends, and
-        progress stays consistent because a file whose write failed was never marked durable.
+        A failed write gives its error: the caller ends the run (or, stopping, counts it),
+        and progress stays consistent because a file whose write failed is never marked
+        durable.
         """
         for future in [f for f in self.inflight if f.done()]:
             entry = self.inflight.pop(future, None)
@@ -94,7 +95,8 @@ class Uploads:
                 continue  # taken by the rebalance listener meanwhile
             state, roll, held = entry
             self.held_bytes -= held
-            yield state, roll, future.result()
+            error = future.exception()
+            yield state, roll, error if error is not None else future.result()
 
     def partitions(self) -> set[tuple[str, int]]:
         """(topic, partition) of every file in flight."""

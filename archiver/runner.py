@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,11 +24,12 @@ from eventvault.archiver.batching import Limits, PartitionState, Roll, relieve_m
 from eventvault.archiver.encoder import Uploads
 from eventvault.archiver.faults import FaultPoints
 from eventvault.archiver.membership import Membership
+from eventvault.archiver.stopping import on_signals
 from eventvault.errors import BrokerError
 from eventvault.kafka import TopicPartition
 from eventvault.layout import hours_of
 from eventvault.settings import Settings
-from eventvault.storage import Storage
+from eventvault.storage import Storage, abandon_retries, check_access
 
 _TS_TYPES = fmt.TIMESTAMP_TYPES
 Owned = list[tuple[PartitionState, Roll]]
@@ -38,7 +38,14 @@ Owned = list[tuple[PartitionState, Roll]]
 
 @dataclass
 class Summary:
-    """What a run did."""
+    """What a run did: only what is durable and committed counts.
+
+    ``records``, ``files`` and ``bytes_written`` are those of the files this run wrote (a
+    recorded cut's file found already written counts for the run that wrote it); every one
+    was recorded in a committed intent before it was written. ``committed`` is the last
+    resume offset Kafka accepted per partition. ``unwritten_files`` were decided but not
+    written when a stop abandoned their uploads (their records are read again next time).
+    """
 
     records: int = 0
     files: int = 0
@@ -46,6 +53,8 @@ class Summary:
     committed: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     peak_buffered_bytes: int = 0
+    unwritten_files: int = 0
+    unwritten_error: str = ""
 
 
 class Archiver(Membership):
@@ -72,8 +81,9 @@ class Archiver(Membership):
         self.faults = FaultPoints(config.fault_points)
 
     def stop(self) -> None:
-        """Ask a running archiver to stop after its current batch (uploads finish first)."""
+        """Stop soon: no more reading; storage retries give up; commit what is durable."""
         self.stopping.set()
+        abandon_retries(self.storage)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self) -> Summary:
@@ -86,25 +96,25 @@ class Archiver(Membership):
                                        config.isolation_level,
                                        min(50 << 20, config.memory_budget_bytes // 8),
                                        config.session_timeout_ms)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.stopping.set)
+        on_signals(loop, self.stop)
         try:
+            await asyncio.to_thread(check_access, self.storage)  # before reading anything
             await self._start()
             await self._loop()
             if self.fatal is not None:
                 raise self.fatal
-            if self.once:
+            if self.once and not self.stopping.is_set():
                 await self._finish()
             await self._drain()
             await self._commit(set(self.states))
         finally:
+            abandon_retries(self.storage)  # no thread keeps retrying once the run is over
             await kafka.stop_quietly(self.consumer)
             self.uploads.close()
             self.progress_bar.close()
         self.summary.seconds = time.monotonic() - started
-        self.summary.committed = {partition_name(tp): st.progress().offset
-                                  for tp, st in sorted(self.states.items())}
+        self.summary.committed = {partition_name(tp): offset
+                                  for tp, offset in sorted(self.committed.items())}
         return self.summary
 
     async def _start(self) -> None:
@@ -175,7 +185,6 @@ class Archiver(Membership):
             taken = sum(1 for r in records if r.offset < state.blocked_at)
             self.consumer.seek(tp, state.blocked_at)
             self.blocked.add(tp)
-        self.summary.records += taken
         self.progress_bar.advance(taken)
         if taken:
             self.dirty.add(tp)
@@ -273,6 +282,9 @@ class Archiver(Membership):
             await self.uploads.wait()
             await self.faults.reach("reap-waited")
         for state, roll, written in self.uploads.finished():
+            if isinstance(written, BaseException):
+                self._unwritten(roll, written)
+                continue
             observe.event("file done", logging.DEBUG, topic=roll.topic, partition=roll.partition,
                           first=roll.cut.first, last=roll.cut.last, bytes=written)
             state.done(roll.cut)
@@ -282,11 +294,25 @@ class Archiver(Membership):
                 await self.faults.reach("file-durable", topic=roll.topic,
                                         partition=roll.partition, first=roll.cut.first,
                                         last=roll.cut.last, hour=roll.cut.hour)
+                self.summary.records += len(roll.cols)
                 self.summary.files += 1
                 self.summary.bytes_written += written
                 observe.FILES.labels(roll.topic).inc()
                 observe.BYTES.labels(roll.topic).inc(written)
                 observe.RECORDS.labels(roll.topic).inc(len(roll.cols))
+
+    def _unwritten(self, roll: Roll, error: BaseException) -> None:
+        """A file whose write failed: the end of the run, unless it is stopping anyway.
+
+        Its cut stays pending, so no commit moves past its records.
+        """
+        if not self.stopping.is_set():
+            raise error
+        self.summary.unwritten_files += 1
+        self.summary.unwritten_error = self.summary.unwritten_error or str(error)
+        observe.event("file not written: stopping", logging.WARNING, topic=roll.topic,
+                      partition=roll.partition, first=roll.cut.first, last=roll.cut.last,
+                      error=str(error))
 
     async def _drain(self, tps: set[TopicPartition] | None = None) -> None:
         """Wait until no file of ``tps`` (of any partition: None) is in flight."""

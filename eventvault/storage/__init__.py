@@ -16,7 +16,7 @@ from eventvault.storage.local import LocalStorage
 from eventvault.storage.s3 import S3Storage
 
 __all__ = ["LocalStorage", "ObjectVersion", "RangeReader", "S3Storage", "Storage",
-           "delete_all_versions", "open_storage"]
+           "abandon_retries", "check_access", "delete_all_versions", "open_storage"]
 
 
 def open_storage(settings: StorageSettings) -> Storage:
@@ -34,3 +34,18 @@ def delete_all_versions(storage: Storage, key: str) -> int:
         storage.delete_version(key, version.version_id)
     return len(found)
 
+
+
+def check_access(storage: Storage) -> None:
+    """Raise StorageError at once if the storage is clearly unusable (S3: one cheap GET).
+
+    A local directory is created on the first write, so there is nothing to check ahead.
+    """
+    if isinstance(storage, S3Storage):
+        storage.check_access()
+
+
+def abandon_retries(storage: Storage) -> None:
+    """Make the storage's retry loops give up at their next wait (a stopping process)."""
+    if isinstance(storage, S3Storage):
+        storage.abandon_retries()

@@ -2,24 +2,30 @@
 
 Objects below 64 MiB are one PUT; larger ones are multipart uploads in 32 MiB parts, completed
 in one request, so either way a reader sees the old object or the whole new one. ``create``
-sends ``If-None-Match: *`` (S3's conditional write), so it never replaces an object. boto3
-retries each call (adaptive mode); an outer loop with backoff outlasts longer brown-outs
-(SlowDown, 5xx, dropped connections). Optional server-side encryption (AES256 or KMS).
+sends ``If-None-Match: *`` (S3's conditional write), so it never replaces an object. botocore
+sends each request once; this module's own loop retries with backoff through brown-outs
+(SlowDown, 5xx, dropped connections), logs every retry with its cause at WARNING, and gives up
+at once when told to stop (:meth:`S3Storage.abandon_retries`). :meth:`S3Storage.check_access`
+finds an unreachable endpoint, missing credentials or a missing bucket before any work starts.
+Optional server-side encryption (AES256 or KMS).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import random
-import time
+import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from eventvault import observe
 from eventvault.errors import ObjectChanged, StorageError
 from eventvault.settings import StorageSettings
 from eventvault.storage.base import ObjectVersion, RangeReader
@@ -31,6 +37,11 @@ T = TypeVar("T")
 _RETRIABLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
                     "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "503", "500",
                     "ConditionalRequestConflict"}
+_BROKEN_CODES = {"NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                 "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed",
+                 "PermanentRedirect", "InvalidBucketName"}
+"""What the access check takes as a broken setup (AccessDenied is not: see check_access)."""
+_ACCESS_CHECK_KEY = "_eventvault/access-check"
 _MULTIPART_THRESHOLD = 64 << 20
 _PART_SIZE = 32 << 20
 
@@ -50,6 +61,8 @@ class S3Storage:
         self.settings = settings
         self.client = client or s3_client(settings)
         self.bytes_read = 0
+        self.retries = 0  # requests this module's loop retried (botocore retries none)
+        self._abandoned = threading.Event()
         self._extra: dict[str, Any] = {}
         if settings.sse:
             self._extra["ServerSideEncryption"] = settings.sse
@@ -165,15 +178,21 @@ class S3Storage:
         return (version.key for version in self.stat(prefix))
 
     def _pages(self, operation: str, **arguments: Any) -> Iterator[dict[str, Any]]:
-        """The pages of a LIST call; a failure (after boto3's retries) is a StorageError."""
-        pages = self.client.get_paginator(operation).paginate(  # type: ignore[call-overload]
-            Bucket=self.bucket, **arguments)
-        try:
-            yield from pages
-        except (ClientError, BotoCoreError) as exc:
-            where = arguments.get("Prefix", "")[len(self.prefix):]
-            raise StorageError(f"S3 {self.url}{where}: {exc}", url=self.url, key=where,
-                               retriable=_retriable(exc)) from exc
+        """The pages of a LIST call, each retried on its own; a failure is a StorageError."""
+        call = getattr(self.client, operation)
+        where = arguments.get("Prefix", "")[len(self.prefix):]
+        marker: dict[str, Any] = {}
+        while True:
+            request = {"Bucket": self.bucket, **arguments, **marker}
+            page: dict[str, Any] = self._retry(where, partial(call, **request))
+            yield page
+            if not page.get("IsTruncated"):
+                return
+            if operation == "list_objects_v2":
+                marker = {"ContinuationToken": page["NextContinuationToken"]}
+            else:
+                marker = {"KeyMarker": page["NextKeyMarker"],
+                          "VersionIdMarker": page["NextVersionIdMarker"]}
 
     def stat(self, prefix: str = "") -> Iterator[ObjectVersion]:
         """LIST the current objects under the prefix, with sizes and etags."""
@@ -216,17 +235,56 @@ class S3Storage:
                  for page in pages for p in page.get("CommonPrefixes", [])]
         return tuple(sorted(names))
 
+    # -- access and retries ----------------------------------------------------------------
+    def check_access(self) -> None:
+        """One GET of a key that is not there, sent once: raise if S3 is clearly unusable.
+
+        GET, not HEAD, because a HEAD answer has no body to tell NoSuchBucket from NoSuchKey
+        or a bad key from a missing one. The answers that pass: NoSuchKey, or the object, or
+        AccessDenied (a role without ``s3:ListBucket`` gets 403 for a missing key; the writes
+        it needs may still be allowed). Unreachable endpoint, no credentials, a missing bucket,
+        an unknown key id or a wrong secret raise StorageError (exit 3) at once.
+        """
+        try:
+            self.client.get_object(Bucket=self.bucket, Key=self.prefix + _ACCESS_CHECK_KEY)
+        except ClientError as exc:
+            code = _code(exc)
+            if code in _BROKEN_CODES or (_retriable(exc) and code != "AccessDenied"):
+                raise StorageError(f"S3 {self.url} is not usable: {_cause(exc)}",
+                                   url=self.url, key="", retriable=False) from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 {self.url} is not usable: {_cause(exc)}", url=self.url,
+                               key="", retriable=False) from exc
+
+    def abandon_retries(self) -> None:
+        """Make every retry loop, running or to come, give up at its next wait (stopping)."""
+        self._abandoned.set()
+
     def _retry(self, key: str, call: Callable[[], T]) -> T:
-        """Botocore retries each call; this outer loop outlasts longer S3 brown-outs."""
+        """Send ``call`` until it succeeds, backing off between attempts; a StorageError if not.
+
+        Each retry is a WARNING log line with its cause; errors that cannot pass by waiting
+        (a refused request, no credentials) and :meth:`abandon_retries` end it at once.
+        """
         attempts = self.settings.max_attempts
         for attempt in range(1, attempts + 1):
             try:
                 return call()
             except (ClientError, BotoCoreError) as exc:
-                if attempt == attempts or not _retriable(exc):
-                    raise StorageError(f"S3 {self.url}{key}: {exc}", url=self.url, key=key,
-                                       retriable=_retriable(exc)) from exc
-                time.sleep(min(20.0, 0.2 * 2 ** attempt) * random.uniform(0.5, 1.0))  # noqa: S311
+                retriable = _retriable(exc)
+                if attempt == attempts or not retriable or self._abandoned.is_set():
+                    why = " (stopping: retries abandoned)" if self._abandoned.is_set() else ""
+                    raise StorageError(f"S3 {self.url}{key}: {_cause(exc)}{why}", url=self.url,
+                                       key=key, retriable=retriable) from exc
+                delay = min(20.0, 0.2 * 2 ** attempt) * random.uniform(0.5, 1.0)  # noqa: S311
+                self.retries += 1
+                observe.event("S3 request failed, retrying", logging.WARNING, url=self.url,
+                              key=key, attempt=attempt, attempts=attempts,
+                              retry_in_seconds=round(delay, 2), cause=_cause(exc))
+                if self._abandoned.wait(delay):
+                    raise StorageError(f"S3 {self.url}{key}: {_cause(exc)} (stopping: retries "
+                                       "abandoned)", url=self.url, key=key,
+                                       retriable=True) from exc
         raise AssertionError("unreachable")
 
 
@@ -243,11 +301,24 @@ def _code(exc: ClientError) -> str | None:
     return exc.response.get("Error", {}).get("Code")
 
 
+def _cause(exc: Exception) -> str:
+    """What failed, in a few words: the S3 error code and message, or botocore's message."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+        return f"{error.get('Code', status)} (HTTP {status}): {error.get('Message', '')}".rstrip(
+            ": ")
+    if isinstance(exc, NoCredentialsError):
+        return ("no credentials: set storage.access_key_id and storage.secret_access_key, "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an AWS profile or role")
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _retriable(exc: Exception) -> bool:
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return _code(exc) in _RETRIABLE_CODES or status >= 500 or status == 429
-    return True  # connection resets, timeouts, incomplete reads
+    return not isinstance(exc, NoCredentialsError)  # resets, timeouts, incomplete reads
 
 
 def s3_client(settings: StorageSettings) -> S3Client:
@@ -257,7 +328,7 @@ def s3_client(settings: StorageSettings) -> S3Client:
     return boto3.client(
         "s3", endpoint_url=settings.endpoint_url, region_name=settings.region,
         aws_access_key_id=settings.access_key_id, aws_secret_access_key=secret,
-        config=Config(retries={"mode": "adaptive", "max_attempts": 5},
+        config=Config(retries={"mode": "standard", "total_max_attempts": 1},
                       connect_timeout=10, read_timeout=60,
                       s3={"addressing_style": "path"} if settings.endpoint_url else None),
     )
