@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 from aiokafka.errors import KafkaError as AIOKafkaError
@@ -28,8 +28,8 @@ from eventvault.settings import KafkaSettings
 
 __all__ = ["COMMIT_REFUSED", "AIOKafkaError", "BatchBuilder", "IllegalStateError",
            "OffsetAndMetadata", "RebalanceListener", "TopicInfo", "TopicPartition",
-           "client_options", "committed_offsets", "consumer", "describe_topic", "log_offsets",
-           "stop_quietly", "transactional_producer"]
+           "client_options", "committed_offsets", "consumer", "delete_records", "describe_topic",
+           "log_offsets", "stop_quietly", "transactional_producer"]
 
 RebalanceListener = ConsumerRebalanceListener
 COMMIT_REFUSED = (CommitFailedError, RebalanceInProgressError, IllegalStateError)
@@ -113,6 +113,13 @@ async def log_offsets(settings: KafkaSettings, partitions: list[TopicPartition],
                           retriable=exc.retriable) from exc
     finally:
         await stop_quietly(probe)
+
+
+async def delete_records(settings: KafkaSettings, before: dict[TopicPartition, int]) -> None:
+    """Delete each partition's records below the given offset (moves its log start there)."""
+    deletions = {tp: RecordsToDelete(offset) for tp, offset in before.items()}
+    await _admin(settings, f"delete records of {len(before)} partitions",
+                 lambda admin: admin.delete_records(deletions))
 
 
 async def stop_quietly(client: AIOKafkaConsumer) -> None:
