@@ -8,14 +8,18 @@ were archived.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 
+from eventvault import format as fmt
 from eventvault import kafka, observe
 from eventvault.errors import ArchiveStateError
 from eventvault.kafka import TopicPartition
-from eventvault.progress import Progress, decode_progress
+from eventvault.layout import FileRef
+from eventvault.progress import Cut, Progress, decode_progress
 from eventvault.settings import KafkaSettings
+from eventvault.storage import Storage
 
 
 def partition_name(tp: TopicPartition) -> str:
@@ -47,9 +51,34 @@ def check_event_time_setting(tp: TopicPartition, progress: Progress, hashed: str
             topic=tp.topic, partition=tp.partition)
 
 
-def report_retention_loss(tp: TopicPartition, resume: int, start: int) -> None:
-    """Log and count the records between ``resume`` and the log start that were never read."""
-    observe.event("records deleted by retention before they were archived",
-                  logging.ERROR, topic=tp.topic, partition=tp.partition,
-                  lost_from=resume, lost_to=start - 1, records=start - resume)
-    observe.LOST.labels(tp.topic, str(tp.partition)).inc(start - resume)
+async def report_retention_loss(storage: Storage, tp: TopicPartition, lost_from: int,
+                                lost_to: int, cuts: Iterable[Cut], *, when: str) -> int:
+    """Log (ERROR) and count the records in ``[lost_from, lost_to)`` that Kafka deleted unread.
+
+    Offsets of that range that are in files of recorded ``cuts`` already written (by an owner
+    before a crash) are archived, not lost: they are counted out. ``when`` says whether the
+    loss was found at adoption or while running. Returns the records lost.
+    """
+    in_files = await asyncio.to_thread(archived_offsets, storage, tp, cuts, lost_from, lost_to)
+    lost = lost_to - lost_from - in_files
+    if lost > 0:
+        observe.event("records deleted by retention before they were archived",
+                      logging.ERROR, topic=tp.topic, partition=tp.partition, found=when,
+                      lost_from=lost_from, lost_to=lost_to - 1, records=lost,
+                      archived_in_recorded_cuts=in_files)
+        observe.LOST.labels(tp.topic, str(tp.partition)).inc(lost)
+    return lost
+
+
+def archived_offsets(storage: Storage, tp: TopicPartition, cuts: Iterable[Cut], lower: int,
+                     upper: int) -> int:
+    """How many offsets in ``[lower, upper)`` are in written files of the recorded ``cuts``."""
+    found = 0
+    for cut in cuts:
+        if cut.last < lower or cut.first >= upper:
+            continue
+        key = FileRef(tp.topic, cut.hour, tp.partition, cut.first, cut.last).key
+        if storage.exists(key):
+            offsets = fmt.decode(storage.get(key)).column("offset").to_pylist()
+            found += sum(1 for offset in offsets if lower <= offset < upper)
+    return found

@@ -152,8 +152,10 @@ class Membership(kafka.RebalanceListener):  # type: ignore[misc]
             adoption.check_event_time_setting(tp, progress, hashed)
             start = starts.get(tp, 0)
             if tp in found and start > progress.offset:
-                adoption.report_retention_loss(tp, progress.offset, start)
+                await adoption.report_retention_loss(self.storage, tp, progress.offset, start,
+                                                     progress.cuts, when="adoption")
             built[tp] = PartitionState(tp.topic, tp.partition, progress, self.limits, hashed)
+            built[tp].next_offset = max(progress.offset, start)  # a jump to it is no new loss
         # Positions are set here by seek() alone, never by aiokafka's reset path, which raced
         # with offset lookups (seen: a position at the end offset with no record delivered).
         # Below the log start offset (retention) there is nothing to read.

@@ -19,6 +19,7 @@ from typing import Any
 
 from eventvault import format as fmt
 from eventvault import kafka, observe
+from eventvault.archiver import adoption
 from eventvault.archiver.adoption import partition_name
 from eventvault.archiver.batching import Limits, PartitionState, Roll, relieve_memory
 from eventvault.archiver.encoder import Uploads
@@ -79,6 +80,8 @@ class Archiver(Membership):
         self._last_tick = self._last_commit = 0.0
         self._unassigned_seconds = 0.0
         self.faults = FaultPoints(config.fault_points)
+        self.log_starts = kafka.LogStarts(settings.kafka)
+        self._jumps: list[tuple[TopicPartition, PartitionState, int, int]] = []
 
     def stop(self) -> None:
         """Stop soon: no more reading; storage retries give up; commit what is durable."""
@@ -110,6 +113,7 @@ class Archiver(Membership):
         finally:
             abandon_retries(self.storage)  # no thread keeps retrying once the run is over
             await kafka.stop_quietly(self.consumer)
+            await self.log_starts.close()
             self.uploads.close()
             self.progress_bar.close()
         self.summary.seconds = time.monotonic() - started
@@ -144,6 +148,8 @@ class Archiver(Membership):
             batch = await self.consumer.getmany(timeout_ms=200, max_records=20_000)
             now = time.monotonic()
             rolls = self._feed(batch, now)
+            if self._jumps:
+                await self._check_jumps()
             rolls += await self._on_timers(now)
             rolls += self._relieve_memory()
             if rolls:
@@ -166,9 +172,8 @@ class Archiver(Membership):
                 continue
             if tp in self.done:
                 continue
-            if fetched[0].offset != state.next_offset:
-                observe.event("offset gap", logging.DEBUG, topic=tp.topic, partition=tp.partition,
-                              expected=state.next_offset, got=fetched[0].offset)
+            if fetched[0].offset > state.next_offset:
+                self._jumps.append((tp, state, state.next_offset, fetched[0].offset))
             records = fetched
             if self.once and fetched[-1].offset >= self.ends[tp]:
                 records = [r for r in fetched if r.offset < self.ends[tp]]
@@ -177,6 +182,26 @@ class Archiver(Membership):
             rolls += [(state, r) for r in state.add_records(records, hours, ts_types, now)]
             self._count_taken(tp, state, records)
         return rolls
+
+    async def _check_jumps(self) -> None:
+        """Tell retention loss from legitimate gaps where a partition's offsets jumped.
+
+        Transaction markers, aborted records and compaction leave gaps that are no loss. A
+        jump is loss when the log start had moved past the expected offset: the fetch was
+        reset to the earliest offset. The offsets from the expected one up to the first one
+        read (or the log start, if lower) were deleted before they were read.
+        """
+        jumps, self._jumps = self._jumps, []
+        starts = await self.log_starts.get(sorted({tp for tp, _, _, _ in jumps}))
+        await self.faults.reach("loss-checked", partitions=len(starts))
+        for tp, state, expected, got in jumps:
+            start = starts.get(tp, 0)
+            if start <= expected:
+                observe.event("offset gap", logging.DEBUG, topic=tp.topic,
+                              partition=tp.partition, expected=expected, got=got)
+                continue
+            await adoption.report_retention_loss(self.storage, tp, expected, min(got, start),
+                                                 state.cuts, when="while running")
 
     def _count_taken(self, tp: TopicPartition, state: PartitionState, records: list[Any]) -> None:
         """Count the records buffered; a blocked partition is read again from where it stopped."""

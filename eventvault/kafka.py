@@ -27,7 +27,7 @@ from eventvault.errors import BrokerError
 from eventvault.settings import KafkaSettings
 
 __all__ = ["COMMIT_REFUSED", "AIOKafkaError", "BatchBuilder", "IllegalStateError",
-           "OffsetAndMetadata", "RebalanceListener", "TopicInfo", "TopicPartition",
+           "LogStarts", "OffsetAndMetadata", "RebalanceListener", "TopicInfo", "TopicPartition",
            "client_options", "committed_offsets", "consumer", "delete_records", "describe_topic",
            "log_offsets", "stop_quietly", "transactional_producer"]
 
@@ -120,6 +120,37 @@ async def delete_records(settings: KafkaSettings, before: dict[TopicPartition, i
     deletions = {tp: RecordsToDelete(offset) for tp, offset in before.items()}
     await _admin(settings, f"delete records of {len(before)} partitions",
                  lambda admin: admin.delete_records(deletions))
+
+
+class LogStarts:
+    """Log start offsets, read by a client of its own that stays open between lookups.
+
+    The archiver asks whenever a partition's offsets jump (is it retention, or markers and
+    compaction?), which can be every batch of a transactional topic: one request, not a new
+    client each time.
+    """
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+        self._probe: AIOKafkaConsumer | None = None
+
+    async def get(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The log start offset of each of ``partitions`` now."""
+        try:
+            if self._probe is None:
+                self._probe = AIOKafkaConsumer(**client_options(self.settings))
+                await self._probe.start()
+            starts: dict[TopicPartition, int] = await self._probe.beginning_offsets(partitions)
+        except AIOKafkaError as exc:
+            raise BrokerError(f"cannot read log start offsets of {len(partitions)} partitions: "
+                              f"{exc}", retriable=exc.retriable) from exc
+        return starts
+
+    async def close(self) -> None:
+        """Stop the client (if one was started)."""
+        if self._probe is not None:
+            await stop_quietly(self._probe)
+            self._probe = None
 
 
 async def stop_quietly(client: AIOKafkaConsumer) -> None:

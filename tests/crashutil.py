@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,11 @@ def start_archiver(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """``eventvault archive`` in the background, its output appended to ``log``."""
     with log.open("ab") as out:
         return start_cli("archive", env=env, stdout=out, stderr=out)
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float = 60.0) -> None:
+    """Poll ``check`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)

@@ -19,7 +19,7 @@ from eventvault.errors import StorageError
 from eventvault.settings import StorageSettings
 from eventvault.storage import open_storage
 from tests.cliutil import archiver_env
-from tests.crashutil import Producer, assert_exactly_once, log_events, start_archiver
+from tests.crashutil import Producer, assert_exactly_once, log_events, start_archiver, wait_for
 from tests.faulty_s3 import FaultyS3
 from tests.kafkautil import archive_once, create_topic, read_archive, settings
 
@@ -71,10 +71,7 @@ def test_rebalance_between_two_members(kafka_bootstrap: str, tmp_path: Path) -> 
     producer.start()
     log = tmp_path / "archiver.log"
     a = start_archiver(env, log)
-    deadline = time.monotonic() + 60
-    while not log_events(log, "partitions assigned"):
-        assert time.monotonic() < deadline, "the first member got no partitions"
-        time.sleep(0.2)
+    wait_for("the first member's partitions", lambda: log_events(log, "partitions assigned"))
     assert len(log_events(log, "partitions assigned")[0]["partitions"]) == partitions, \
         "the first member did not hold every partition before the second joined"
     time.sleep(2)

@@ -25,18 +25,11 @@ from eventvault import kafka
 from eventvault.settings import StorageSettings
 from eventvault.storage import open_storage
 from tests.cliutil import archiver_env
-from tests.crashutil import Producer, assert_exactly_once, log_events, start_archiver
+from tests.crashutil import Producer, assert_exactly_once, log_events, start_archiver, wait_for
 from tests.kafkautil import archive_once, create_topic, read_archive, settings
 
 pytestmark = pytest.mark.integration
 SEED = random.randrange(1 << 30)
-
-
-def _wait_for(what: str, check: object, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def _stop(proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -69,7 +62,7 @@ def test_rebalance_storm_with_a_zombie(kafka_bootstrap: str, tmp_path: Path) -> 
         log = tmp_path / f"member-{len(logs)}.log"
         logs.append(log)
         proc = start_archiver(env, log)
-        _wait_for(f"partitions of {log.name}", lambda: log_events(log, "partitions assigned"))
+        wait_for(f"partitions of {log.name}", lambda: log_events(log, "partitions assigned"))
         return proc, log
 
     first = member()

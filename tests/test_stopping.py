@@ -11,7 +11,6 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,7 +22,7 @@ from eventvault.settings import KafkaSettings, StorageSettings
 from eventvault.storage import open_storage
 from eventvault.storage.local import LocalStorage
 from tests.cliutil import archiver_env, run_cli, start_cli
-from tests.crashutil import BASE_MS, Producer, assert_exactly_once, log_events
+from tests.crashutil import BASE_MS, Producer, assert_exactly_once, log_events, wait_for
 from tests.faulty_s3 import FaultyS3
 from tests.kafkautil import Rec, archive_once, create_topic, produce, read_archive, settings
 
@@ -36,13 +35,6 @@ def _committed(bootstrap: str, group: str, topic: str,
         KafkaSettings(bootstrap_servers=bootstrap), group,
         [TopicPartition(topic, p) for p in range(partitions)]))
     return {tp.partition: value for tp, value in found.items()}
-
-
-def _wait_for(what: str, check: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_summary_after_sigint_counts_what_is_durable_and_committed(kafka_bootstrap: str,
@@ -61,12 +53,13 @@ def test_summary_after_sigint_counts_what_is_durable_and_committed(kafka_bootstr
         proc = start_cli("archive", "--output", "json", env=env, stdout=subprocess.PIPE,
                          stderr=log)
         try:
-            _wait_for("six files", lambda: len(list(store.list("topic="))) >= 6)
+            wait_for("six files", lambda: len(list(store.list("topic="))) >= 6)
             time.sleep(2)  # read to the end; a periodic commit covers the six files
             proc.send_signal(signal.SIGINT)
             out, _ = proc.communicate(timeout=60)
         finally:
             proc.kill()
+            proc.wait()
     assert proc.returncode == 0, (tmp_path / "archiver.log").read_text()[-2000:]
     summary = json.loads(out)
     committed = _committed(kafka_bootstrap, f"g-{topic}", topic, 1)[0][0]
@@ -134,15 +127,16 @@ def test_sigterm_while_puts_are_retried(kafka_bootstrap: str, s3_endpoint: str,
         with log.open("wb") as out:
             proc = start_cli("archive", env=env, stdout=out, stderr=out)
         try:
-            _wait_for("some files", lambda: len(list(store.list("topic="))) >= 5)
+            wait_for("some files", lambda: len(list(store.list("topic="))) >= 5)
             proxy.rate = 1.0  # from now on every PUT fails
-            _wait_for("retries", lambda: len(log_events(log, "S3 request failed, retrying")) >= 3)
+            wait_for("retries", lambda: len(log_events(log, "S3 request failed, retrying")) >= 3)
             proc.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             code = proc.wait(timeout=60)
             took = time.monotonic() - signalled
         finally:
             proc.kill()
+            proc.wait()
     finally:
         proxy.stop()
     assert took < 5, f"SIGTERM took {took:.1f} s to stop the archiver"
