@@ -285,9 +285,10 @@ class Archiver(Membership):
         tps = {TopicPartition(r.topic, r.partition) for st, r in rolls}
         if not await self._commit(tps):
             return
-        await self.faults.reach("intent-committed", partitions=sorted(map(partition_name, tps)))
+        cuts = [[r.topic, r.partition, r.cut.first, r.cut.last, r.cut.hour] for _, r in rolls]
+        await self.faults.reach("intent-committed", cuts=cuts)
         if point != "intent-committed":
-            await self.faults.reach(point, partitions=sorted(map(partition_name, tps)))
+            await self.faults.reach(point, cuts=cuts)
         for state, roll in rolls:
             tp = TopicPartition(roll.topic, roll.partition)
             while self.uploads.full and self.owns(tp, state):
@@ -298,6 +299,8 @@ class Archiver(Membership):
                           partition=roll.partition, hour=roll.cut.hour, first=roll.cut.first,
                           last=roll.cut.last, records=len(roll.cols), rebuilt=roll.rebuilt)
             self.uploads.start(state, roll)
+        # The estimate peaks now, with the rolls' files in flight (not after relief).
+        self.summary.peak_buffered_bytes = max(self.summary.peak_buffered_bytes, self._held())
 
     async def _reap(self, *, block: bool) -> None:
         """Collect finished uploads; with ``block``, wait for at least one."""

@@ -149,8 +149,11 @@ def test_memory_stays_within_budget_with_many_open_hours(kafka_bootstrap: str,
     s = settings(kafka_bootstrap, f"file://{tmp_path}/a", [topic], f"g-{topic}",
                  memory_budget_bytes=budget, max_cuts_per_partition=100)
     summary = archive_once(s)
-    assert summary.peak_buffered_bytes <= budget + 2 * 20_300
-    assert summary.peak_buffered_bytes > budget // 2, "the budget was never approached"
+    # Sampled at its peak, with rolled files in flight (each counts 2.5 times its buffered
+    # size while it is encoded): relief keeps buffers plus files in flight under the budget
+    # when it rolls, so the peak is at most the budget plus 1.5 times what one relief rolled.
+    assert summary.peak_buffered_bytes <= budget * 5 // 2
+    assert summary.peak_buffered_bytes > budget, "the peak was not sampled with files in flight"
     rows = read_archive(open_storage(s.storage))
     counts = Counter((r["partition"], r["offset"]) for r in rows)
     assert set(counts.values()) == {1}

@@ -56,15 +56,41 @@ def test_rebalance_storm_with_a_zombie(kafka_bootstrap: str, tmp_path: Path) -> 
     producer = Producer(kafka_bootstrap, topic, total, partitions, seed=seed)
     producer.start()
     logs: list[Path] = []
+    started: list[subprocess.Popen[bytes]] = []
 
     def member() -> tuple[subprocess.Popen[bytes], Path]:
         """A new member, once it holds partitions (the rebalance its joining caused is over)."""
         log = tmp_path / f"member-{len(logs)}.log"
         logs.append(log)
         proc = start_archiver(env, log)
+        started.append(proc)
         wait_for(f"partitions of {log.name}", lambda: log_events(log, "partitions assigned"))
         return proc, log
 
+    try:
+        _storm(member, rng, partitions)
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()
+    producer.join(timeout=150)
+    assert producer.sent == total
+    text = "".join(log.read_text() for log in logs)
+    assert "Traceback" not in text
+    revoked = sum(len(log_events(log, "partitions revoked")) for log in logs)
+    assert revoked >= 8, f"only {revoked} revocations: the storm was too calm"
+    hit = sum(len(log_events(log, "partition left while the loop waited")) for log in logs)
+    assert hit >= 1, "no revocation landed in a wait of the loop"
+    store = open_storage(StorageSettings(url=url))
+    archive_once(settings(kafka_bootstrap, url, [topic], f"g-{topic}"))
+    assert_exactly_once(read_archive(store), partitions, total)
+
+
+Member = tuple[subprocess.Popen[bytes], Path]
+
+
+def _storm(member: Callable[[], Member], rng: random.Random, partitions: int) -> None:
+    """Leaves and joins, a zombie, then every member stopped gracefully (exit 0)."""
     first = member()
     held = log_events(first[1], "partitions assigned")[0]["partitions"]
     assert len(held) == partitions, "the first member did not hold every partition alone"
@@ -78,21 +104,9 @@ def test_rebalance_storm_with_a_zombie(kafka_bootstrap: str, tmp_path: Path) -> 
     time.sleep(9)  # past its 6 s session: the group fences it and moves its partitions
     zombie.send_signal(signal.SIGCONT)
     time.sleep(6)
-    producer.join(timeout=150)
-    assert producer.sent == total
-    time.sleep(3)
     for proc, log in members:
         _stop(proc, log)
-    text = "".join(log.read_text() for log in logs)
-    assert "Traceback" not in text
-    revoked = sum(len(log_events(log, "partitions revoked")) for log in logs)
-    assert revoked >= 8, f"only {revoked} revocations: the storm was too calm"
     assert log_events(zombie_log, "commit refused"), "the zombie was never fenced"
-    hit = sum(len(log_events(log, "partition left while the loop waited")) for log in logs)
-    assert hit >= 1, "no revocation landed in a wait of the loop"
-    store = open_storage(StorageSettings(url=url))
-    archive_once(settings(kafka_bootstrap, url, [topic], f"g-{topic}"))
-    assert_exactly_once(read_archive(store), partitions, total)
 
 
 def test_a_consumer_stops_without_leaking_cancellation(kafka_bootstrap: str) -> None:

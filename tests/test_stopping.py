@@ -70,6 +70,14 @@ def test_summary_after_sigint_counts_what_is_durable_and_committed(kafka_bootstr
     assert summary["committed"] == {f"{topic}[0]": committed}
 
 
+def _terminated(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
+    """SIGTERM ``proc``: its exit status, and the seconds it took to exit."""
+    proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    code = proc.wait(timeout=60)
+    return code, time.monotonic() - signalled
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -130,10 +138,7 @@ def test_sigterm_while_puts_are_retried(kafka_bootstrap: str, s3_endpoint: str,
             wait_for("some files", lambda: len(list(store.list("topic="))) >= 5)
             proxy.rate = 1.0  # from now on every PUT fails
             wait_for("retries", lambda: len(log_events(log, "S3 request failed, retrying")) >= 3)
-            proc.send_signal(signal.SIGTERM)
-            signalled = time.monotonic()
-            code = proc.wait(timeout=60)
-            took = time.monotonic() - signalled
+            code, took = _terminated(proc)
         finally:
             proc.kill()
             proc.wait()
@@ -158,3 +163,42 @@ def test_sigterm_while_puts_are_retried(kafka_bootstrap: str, s3_endpoint: str,
     producer.join(timeout=150)
     archive_once(settings(kafka_bootstrap, url, [topic], f"g-{topic}", endpoint=s3_endpoint))
     assert_exactly_once(read_archive(store), partitions, total)
+
+
+def test_a_second_signal_exits_at_once(kafka_bootstrap: str, s3_endpoint: str, s3_bucket: str,
+                                       tmp_path: Path) -> None:
+    """PUTs hang in the proxy, so the first SIGTERM waits for the requests in flight; the
+    second exits on the spot (143), and the progress committed is still consistent: a rerun
+    on a healthy S3 archives every record once."""
+    topic = f"stop.twice-{uuid.uuid4().hex[:6]}"
+    create_topic(kafka_bootstrap, topic)
+    produce(kafka_bootstrap, topic, [Rec(0, b"k%d" % i, b"v%d" % i, timestamp_ms=BASE_MS)
+                                     for i in range(2000)])
+    proxy = FaultyS3(s3_endpoint, rate=0.0).start()
+    proxy.hold()
+    url = f"s3://{s3_bucket}/arch"
+    env = archiver_env(kafka_bootstrap, url, topic, MAX_FILE_RECORDS="500")
+    env["EVENTVAULT_STORAGE__ENDPOINT_URL"] = proxy.endpoint_url
+    log = tmp_path / "archiver.log"
+    try:
+        with log.open("wb") as out:
+            proc = start_cli("archive", env=env, stdout=out, stderr=out)
+        try:
+            wait_for("a held PUT", lambda: proxy.held >= 1)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(2)
+            assert proc.poll() is None, "the first signal did not wait for the PUT in flight"
+            code, took = _terminated(proc)
+        finally:
+            proc.kill()
+            proc.wait()
+    finally:
+        proxy.release()
+        proxy.stop()
+    assert code == 128 + signal.SIGTERM, log.read_text()[-2000:]
+    assert took < 2, f"the second signal took {took:.1f} s"
+    assert log_events(log, "second signal: exiting now, without waiting for files in flight")
+    archive_once(settings(kafka_bootstrap, url, [topic], f"g-{topic}", endpoint=s3_endpoint))
+    rows = read_archive(open_storage(StorageSettings(url=url, endpoint_url=s3_endpoint)))
+    assert sorted(r["offset"] for r in rows) == list(range(2000))
+    assert all(r["value"] == b"v%d" % r["offset"] for r in rows)
