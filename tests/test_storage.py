@@ -91,3 +91,19 @@ def test_s3_versions_and_large_conditional_writes(s3_endpoint: str,
     assert store.get("big") == big
     assert delete_all_versions(store, "big") == 1
     assert store.versions("big") == ()
+
+
+@pytest.mark.integration
+def test_s3_listings_follow_every_page(s3_endpoint: str, versioned_bucket: str) -> None:
+    """More keys than one LIST page (1000): every page is read, each request on its own."""
+    store = open_storage(StorageSettings(url=f"s3://{versioned_bucket}/p",
+                                         endpoint_url=s3_endpoint))
+    keys = [f"topic=t/k{i:05d}" for i in range(1100)]
+    for key in keys:
+        store.put(key, b"v")
+    store.put(keys[0], b"again")  # a second version of one key
+    assert list(store.list("topic=t/")) == keys
+    versions = store.all_versions("topic=t/")
+    assert sorted(versions) == keys
+    assert len(versions[keys[0]]) == 2
+    assert store.topics() == ("t",)
