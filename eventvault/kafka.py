@@ -29,7 +29,7 @@ from eventvault.settings import KafkaSettings
 __all__ = ["COMMIT_REFUSED", "AIOKafkaError", "BatchBuilder", "IllegalStateError",
            "OffsetAndMetadata", "RebalanceListener", "TopicInfo", "TopicPartition",
            "client_options", "committed_offsets", "consumer", "describe_topic", "log_offsets",
-           "transactional_producer"]
+           "records_present", "transactional_producer"]
 
 RebalanceListener = ConsumerRebalanceListener
 COMMIT_REFUSED = (CommitFailedError, RebalanceInProgressError, IllegalStateError)
@@ -113,6 +113,61 @@ async def log_offsets(settings: KafkaSettings, partitions: list[TopicPartition],
                           retriable=exc.retriable) from exc
     finally:
         await probe.stop()
+
+
+async def records_present(settings: KafkaSettings,
+                          ranges: dict[TopicPartition, tuple[tuple[int, int], ...]],
+                          ) -> dict[TopicPartition, list[tuple[int, int]]]:
+    """The offsets in each partition's ``ranges`` (inclusive) that hold committed records.
+
+    A read_committed client of its own reads only those ranges: offsets it skips hold
+    transaction markers, aborted records, or records compaction removed. Raises BrokerError
+    if a range stops being read for the request timeout.
+    """
+    found: dict[TopicPartition, list[tuple[int, int]]] = {tp: [] for tp in ranges}
+    if not ranges:
+        return found
+    probe = AIOKafkaConsumer(**client_options(settings), isolation_level="read_committed",
+                             enable_auto_commit=False)
+    try:
+        await probe.start()
+        probe.assign(list(ranges))
+        ends = await probe.end_offsets(list(ranges))
+        for tp, wanted in ranges.items():
+            probe.pause(*(other for other in ranges if other != tp))
+            probe.resume(tp)
+            for first, last in wanted:
+                await _read_range(probe, tp, first, min(last + 1, ends[tp]),
+                                  settings.request_timeout_ms / 1000, found[tp])
+    except AIOKafkaError as exc:
+        raise BrokerError(f"cannot read records of {len(ranges)} partitions: {exc}",
+                          retriable=exc.retriable) from exc
+    finally:
+        await probe.stop()
+    return found
+
+
+async def _read_range(probe: AIOKafkaConsumer, tp: TopicPartition, start: int, stop: int,
+                      stall_seconds: float, found: list[tuple[int, int]]) -> None:
+    """Add the offsets of records in ``[start, stop)`` to ``found`` (intervals, in order)."""
+    if start >= stop:
+        return
+    probe.seek(tp, start)
+    deadline, reached = time.monotonic() + stall_seconds, start
+    while (position := await probe.position(tp)) < stop:
+        if position > reached:  # progress: the timeout is for a stall, not for the range
+            deadline, reached = time.monotonic() + stall_seconds, position
+        if time.monotonic() > deadline:
+            raise BrokerError(f"reading {tp.topic}[{tp.partition}] from {start} to {stop} "
+                              f"stopped at {position}", retriable=True)
+        batch = await probe.getmany(tp, timeout_ms=500, max_records=50_000)
+        for record in batch.get(tp, []):
+            if record.offset >= stop:
+                break
+            if found and found[-1][1] + 1 == record.offset:
+                found[-1] = (found[-1][0], record.offset)
+            else:
+                found.append((record.offset, record.offset))
 
 
 async def _admin(settings: KafkaSettings, what: str,
