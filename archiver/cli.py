@@ -27,6 +27,10 @@ def add_parser(sub: Any) -> None:
     arch.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     arch.add_argument("--output", choices=["text", "json"], default="text",
                       help="format of the final summary on stdout")
+    arch.add_argument("--resume-from-archive", action="store_true",
+                      help="first, for partitions whose committed offset was lost (expired), "
+                      "commit the offset after their highest archived offset, if `eventvault "
+                      "verify` finds no other defect in them (docs/EXACTLY_ONCE.md)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -50,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
     if settings.metrics.port is not None:
         observe.serve_metrics(settings.metrics.host, settings.metrics.port)
     storage = open_storage(settings.storage)
+    if args.resume_from_archive:
+        from eventvault.archiver.recovery import resume_from_archive  # noqa: PLC0415
+
+        resume_from_archive(settings, storage)
     observe.event("archive starting", storage=storage.url, once=args.once,
                   topics=settings.archive.topics or settings.archive.topics_regex,
                   group_id=settings.archive.group_id)

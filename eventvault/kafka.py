@@ -28,8 +28,8 @@ from eventvault.settings import KafkaSettings
 
 __all__ = ["COMMIT_REFUSED", "AIOKafkaError", "BatchBuilder", "IllegalStateError",
            "OffsetAndMetadata", "RebalanceListener", "TopicInfo", "TopicPartition",
-           "client_options", "committed_offsets", "consumer", "describe_topic", "log_offsets",
-           "records_present", "transactional_producer"]
+           "client_options", "commit_offsets", "committed_offsets", "consumer",
+           "describe_topic", "log_offsets", "records_present", "transactional_producer"]
 
 RebalanceListener = ConsumerRebalanceListener
 COMMIT_REFUSED = (CommitFailedError, RebalanceInProgressError, IllegalStateError)
@@ -209,6 +209,27 @@ async def committed_offsets(settings: KafkaSettings, group_id: str,
         group_id=group_id)
     return {tp: (om.offset, om.metadata or "") for tp, om in offsets.items()
             if om is not None and om.offset >= 0}
+
+
+async def commit_offsets(settings: KafkaSettings, group_id: str,
+                         offsets: dict[TopicPartition, tuple[int, str]]) -> None:
+    """Commit (offset, metadata) for ``group_id`` from outside the group.
+
+    The broker accepts such a commit only while the group has no members, so this never
+    races a running archiver.
+    """
+    client = AIOKafkaConsumer(**client_options(settings), group_id=group_id,
+                              enable_auto_commit=False)
+    try:
+        await client.start()
+        client.assign(list(offsets))
+        await client.commit({tp: OffsetAndMetadata(offset, metadata)
+                             for tp, (offset, metadata) in offsets.items()})
+    except AIOKafkaError as exc:
+        raise BrokerError(f"cannot commit offsets of group {group_id}: {exc}",
+                          retriable=exc.retriable, group_id=group_id) from exc
+    finally:
+        await client.stop()
 
 
 @dataclass(frozen=True)
