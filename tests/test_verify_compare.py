@@ -148,3 +148,20 @@ def test_defects_are_one_per_pair_of_files_and_one_for_missing_records() -> None
     missing = missing_defects("t", 0, ((1, 1), (3, 5), (9, 9)), ((4, 4),))
     assert [(d.kind, d.first, d.last, d.count) for d in missing] == [("missing", 1, 9, 4)]
     assert missing_defects("t", 0, ((4, 4),), ((2, 6),)) == []
+
+
+def test_the_text_report_lists_each_defect_and_the_verdict() -> None:
+    from eventvault.verify.check import Report  # noqa: PLC0415
+    from eventvault.verify.cli import render  # noqa: PLC0415
+    from eventvault.verify.compare import PartitionReport, missing_defects  # noqa: PLC0415
+
+    defect = missing_defects("t", 0, ((5, 9),), ())
+    bad = PartitionReport("t", 0, 2, 10, (0, 19), 0, 20, 20, defects=tuple(defect))
+    good = PartitionReport("t", 1, 1, 20, (0, 19), 0, 20, 20)
+    text = render(Report("g", (bad, good), (), 3, 100, 0.5))
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["partition", "files", "rows"]
+    assert lines[1].split() == ["t[0]", "2", "10", "0..19", "0", "20", "20", "0", "0", "0", "1"]
+    assert "missing: t[0] offsets 5..9 (5) Kafka holds these records" in lines[3]
+    assert lines[-1].startswith("NOT EXACT: 1 defect (3 files, group g")
+    assert render(Report("g", (good,), (), 1, 1, 0.1)).splitlines()[-1].startswith("exact")
