@@ -120,7 +120,17 @@ def test_verify_clean_archive_and_each_injected_defect(kafka_bootstrap: str, s3_
         bucket.put(prefix + moved.key, bucket.get(prefix + victim.key))
         bucket.delete(prefix + victim.key)
 
+    def misnamed(prefix: str) -> None:
+        moved = FileRef(topic, victim.hour, 0, victim.first_offset + 1, victim.last_offset)
+        bucket.put(prefix + moved.key, bucket.get(prefix + victim.key))
+        bucket.delete(prefix + victim.key)
+
+    def reshaped(prefix: str) -> None:
+        wide = rows.set_column(0, "partition", rows.column("partition").cast("int64"))
+        bucket.put(prefix + victim.key, fmt.encode(wide))
+
     cases: list[tuple[Callable[[str], None], str, int]] = [
+        (misnamed, "name_mismatch", 1), (reshaped, "schema", 1),
         (dropped, "missing", rows.num_rows), (duplicated, "duplicate", rows.num_rows),
         (reversed_rows, "out_of_order", 1), (corrupted, "unreadable", 1),
         (misfiled, "wrong_hour", 1)]
