@@ -150,8 +150,10 @@ def test_rebalance_between_two_members(kafka_bootstrap: str, tmp_path: Path) -> 
     revoked = log.read_text().count('"partitions revoked"')
     assert revoked >= 1, "no rebalance happened"
     store = open_storage(StorageSettings(url=url))
-    archive_once(settings(kafka_bootstrap, url, [topic], f"g-{topic}"))
+    drain = settings(kafka_bootstrap, url, [topic], f"g-{topic}")
+    archive_once(drain)
     assert_exactly_once(read_archive(store), partitions, total)
+    assert_verified(drain, topic)
 
 
 @pytest.mark.parametrize("rate", [0.3])
@@ -174,6 +176,8 @@ def test_s3_faults_are_retried(kafka_bootstrap: str, s3_endpoint: str, s3_bucket
     assert summary.files >= 30
     store = open_storage(StorageSettings(url=f"s3://{s3_bucket}/faulty", endpoint_url=s3_endpoint))
     assert_exactly_once(read_archive(store), partitions, 3000)
+    assert_verified(settings(kafka_bootstrap, f"s3://{s3_bucket}/faulty", [topic], f"g-{topic}",
+                             endpoint=s3_endpoint), topic)
 
 
 def test_s3_outage_fails_the_run_then_a_rerun_completes(kafka_bootstrap: str, s3_endpoint: str,
