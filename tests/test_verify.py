@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -17,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from eventvault import format as fmt
 from eventvault.layout import FileRef, parse_file_key
-from tests.cliutil import run_cli
+from tests.cliutil import archiver_env, run_cli, start_cli
 from tests.kafkautil import Rec, archive_once, create_topic, delete_group, produce, settings
 
 pytestmark = pytest.mark.integration
@@ -221,3 +225,58 @@ def test_verify_compacted_topic_is_exact(kafka_bootstrap: str, s3_endpoint: str,
     assert (part["log_start"], part["committed"]) == (0, part["end"])
     assert part["rows"] <= kept  # the cleaner may have gone on meanwhile
     assert part["nonexistent"] == part["end"] - part["rows"] > 0
+
+
+def test_verify_while_the_archiver_runs_finds_no_false_defect(kafka_bootstrap: str,
+                                                               tmp_path: Path) -> None:
+    """The listing and the two reads of the committed progress are ordered so that files
+    being written meanwhile are pending or recorded cuts, never defects."""
+    topic, group = fresh_topic(kafka_bootstrap, "live", partitions=2)
+    url = f"file://{tmp_path}/live"
+    env = archiver_env(kafka_bootstrap, url, topic, MAX_FILE_RECORDS="30")
+    assert env["EVENTVAULT_ARCHIVE__GROUP_ID"] == group  # verify checks the archiver's group
+    stop = threading.Event()
+
+    async def keep_producing() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+        await producer.start()
+        try:
+            sent = 0
+            while not stop.is_set():
+                for _ in range(20):  # hours jump back and forth: cuts stay recorded
+                    await producer.send(topic, b"v", partition=sent % 2,
+                                        timestamp_ms=BASE_MS + (sent % 7 % 3) * HOUR_MS)
+                    sent += 1
+                await asyncio.sleep(0.05)
+        finally:
+            await producer.stop()
+
+    thread = threading.Thread(target=lambda: asyncio.run(keep_producing()))
+    thread.start()
+    archiver = start_cli("archive", env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    reports = []
+    try:
+        time.sleep(6)
+        for _ in range(4):
+            done = run_cli("verify", "--topic", topic, "--output", "json", env=env)
+            reports.append((done.returncode, json.loads(done.stdout)))
+    finally:
+        stop.set()
+        thread.join()
+        archiver.send_signal(signal.SIGTERM)
+        archiver.wait(timeout=60)
+    assert [(code, defect_kinds(report)) for code, report in reports] == [(0, Counter())] * 4
+    assert all(sum(p["rows"] for p in report["partitions"]) > 0 for _, report in reports)
+    assert any(sum(p["pending"] for p in report["partitions"]) > 0 for _, report in reports), \
+        "verify never ran while records were waiting: the test proved little"
+
+
+def test_verify_storage_error_is_one_line_and_exit_3(kafka_bootstrap: str,
+                                                     s3_endpoint: str) -> None:
+    done = run_cli("verify", "--topic", "any", "--storage-url", "s3://no-such-bucket-ev/x",
+                   env={"EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+                        "EVENTVAULT_STORAGE__ENDPOINT_URL": s3_endpoint})
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith("eventvault: error: S3")
