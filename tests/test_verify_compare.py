@@ -165,3 +165,41 @@ def test_the_text_report_lists_each_defect_and_the_verdict() -> None:
     assert "missing: t[0] offsets 5..9 (5) Kafka holds these records" in lines[3]
     assert lines[-1].startswith("NOT EXACT: 1 defect (3 files, group g")
     assert render(Report("g", (good,), (), 1, 1, 0.1)).splitlines()[-1].startswith("exact")
+
+
+@given(st.sets(st.integers(0, 120), max_size=60), st.lists(st.sets(st.integers(0, 120),
+       min_size=1, max_size=30), max_size=5), st.integers(0, 40), st.integers(0, 130),
+       st.none() | st.integers(0, 130))
+def test_a_partition_verdict_matches_counting_offset_by_offset(
+        records: set[int], files: list[set[int]], log_start: int, end: int,
+        committed: int | None) -> None:
+    """Kafka holds ``records`` (the rest are markers, compacted or aborted); the archive holds
+    ``files``. Every count of the verdict, against one computed offset by offset."""
+    from eventvault.kafka import TopicPartition  # noqa: PLC0415
+    from eventvault.verify.check import _Kafka, _Partition  # noqa: PLC0415
+
+    progress = None if committed is None else Progress(committed)
+    facts_list = [FileFacts(ref.key, ref, len(offsets), runs(offsets))
+                  for offsets in files
+                  for ref in [FileRef("t", HOUR, 0, min(offsets), max(offsets))]]
+    part = _Partition(TopicPartition("t", 0), facts_list, _Kafka(log_start, end, progress,
+                                                                  progress), False)
+    wanted = set(expand(part.ranges_to_read()))
+    report = part.report(runs(records & wanted))
+
+    archived = set().union(*files)
+    horizon = committed if committed is not None else (max(archived) + 1 if archived else 0)
+    absent = {o for o in range(max(end, horizon)) if o not in archived}
+    read = {o for o in absent if log_start <= o < end}
+    assert wanted == read
+    count = {kind: sum(d.count for d in report.defects if d.kind == kind)
+             for kind in ("missing", "duplicate", "unrecorded_file", "group_offsets_missing")}
+    assert count["missing"] == len({o for o in records & read if o < horizon})
+    assert count["duplicate"] == sum(len(f) for f in files) - len(archived)
+    assert report.pending == len({o for o in records & read if o >= horizon})
+    assert report.nonexistent == len(read - records)
+    assert report.expired == len({o for o in absent if o < log_start})
+    if committed is None:
+        assert count["group_offsets_missing"] == (1 if files else 0)
+    else:
+        assert count["unrecorded_file"] == sum(1 for f in files if max(f) >= committed)
