@@ -176,13 +176,13 @@ def test_a_partition_verdict_matches_counting_offset_by_offset(
     """Kafka holds ``records`` (the rest are markers, compacted or aborted); the archive holds
     ``files``. Every count of the verdict, against one computed offset by offset."""
     from eventvault.kafka import TopicPartition  # noqa: PLC0415
-    from eventvault.verify.check import _Kafka, _Partition  # noqa: PLC0415
+    from eventvault.verify.check import KafkaState, PartitionCheck  # noqa: PLC0415
 
     progress = None if committed is None else Progress(committed)
     facts_list = [FileFacts(ref.key, ref, len(offsets), runs(offsets))
                   for offsets in files
                   for ref in [FileRef("t", HOUR, 0, min(offsets), max(offsets))]]
-    part = _Partition(TopicPartition("t", 0), facts_list, _Kafka(log_start, end, progress,
+    part = PartitionCheck(TopicPartition("t", 0), facts_list, KafkaState(log_start, end, progress,
                                                                   progress), False)
     wanted = set(expand(part.ranges_to_read()))
     report = part.report(runs(records & wanted))

@@ -53,7 +53,7 @@ class Report:
 
 
 @dataclass(frozen=True)
-class _Kafka:
+class KafkaState:
     """What Kafka says of one partition (None: the topic or partition is not there)."""
 
     log_start: int | None
@@ -96,8 +96,8 @@ def _verify_topic(settings: Settings, storage: Storage, topic: str, group_id: st
     partitions = {}
     for partition in sorted({tp.partition for tp in tps} | set(by_partition)):
         tp = TopicPartition(topic, partition)
-        state = _Kafka(starts.get(tp), ends.get(tp), before.get(tp), after.get(tp))
-        partitions[tp] = _Partition(tp, by_partition[partition], state, check_hours)
+        state = KafkaState(starts.get(tp), ends.get(tp), before.get(tp), after.get(tp))
+        partitions[tp] = PartitionCheck(tp, by_partition[partition], state, check_hours)
     probes = {tp: part.ranges_to_read() for tp, part in partitions.items()}
     probes = {tp: ranges for tp, ranges in probes.items() if ranges}
     present = asyncio.run(kafka.records_present(settings.kafka, probes))
@@ -120,10 +120,10 @@ async def _progress(settings: Settings, group_id: str,
                                 group_id=group_id) from exc
 
 
-class _Partition:
+class PartitionCheck:
     """One partition's files and Kafka state; its report once Kafka was read in the gaps."""
 
-    def __init__(self, tp: TopicPartition, files: list[FileFacts], state: _Kafka,
+    def __init__(self, tp: TopicPartition, files: list[FileFacts], state: KafkaState,
                  check_hours: bool) -> None:
         self.tp, self.files, self.state = tp, files, state
         self.defects: list[Defect] = []
