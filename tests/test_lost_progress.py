@@ -4,15 +4,22 @@ again, and ``--resume-from-archive`` must go on without duplicating or losing a 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import subprocess
+import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from eventvault.settings import StorageSettings
+from eventvault.errors import BrokerError
+from eventvault.kafka import TopicPartition, commit_offsets
+from eventvault.settings import KafkaSettings, StorageSettings
 from eventvault.storage import open_storage
-from tests.cliutil import archiver_env, run_cli
+from tests.cliutil import archiver_env, run_cli, start_cli
 from tests.kafkautil import Rec, create_topic, delete_group, produce, read_archive
 
 pytestmark = pytest.mark.integration
@@ -84,3 +91,25 @@ def test_resume_from_archive_refuses_an_archive_with_gaps(
     assert f"cannot resume {topic}[0] from the archive" in refused.stderr
     assert "missing" in refused.stderr
     assert archived(env, topic) == before
+
+
+def test_progress_is_not_committed_from_outside_while_an_archiver_is_a_member(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """--resume-from-archive commits from outside the group: the broker must refuse that while
+    an archiver is a member, so the recovery can never race a running archiver."""
+    topic = f"lost.member-{uuid.uuid4().hex[:6]}"
+    create_topic(kafka_bootstrap, topic)
+    env = archiver_env(kafka_bootstrap, f"file://{tmp_path}/a", topic)
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    member = start_cli("archive", env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(6)  # joined, partitions assigned
+        with pytest.raises(BrokerError):
+            asyncio.run(commit_offsets(kafka, env["EVENTVAULT_ARCHIVE__GROUP_ID"],
+                                       {TopicPartition(topic, 0): (5, "")}))
+    finally:
+        member.send_signal(signal.SIGTERM)
+        assert member.wait(timeout=60) == 0
+    asyncio.run(commit_offsets(kafka, env["EVENTVAULT_ARCHIVE__GROUP_ID"],
+                               {TopicPartition(topic, 0): (0, "")}))  # empty group: accepted
