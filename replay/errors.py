@@ -17,6 +17,17 @@ class PreflightError(ReplayError):
     exit_code = 6
 
 
+class FencedError(ReplayError):
+    """Another run of the same replay id took over this run's transactional id.
+
+    The broker fences a producer when a newer one starts with its transactional id (a second
+    ``--resume ID``) and when a transaction stays open past the transaction timeout. This
+    run's open transaction is aborted; the newer run goes on from the committed progress.
+    """
+
+    exit_code = 6
+
+
 class RejectedError(ReplayError):
     """The target refused records; ``topic``, ``partition`` and ``offsets`` name them.
 

@@ -42,27 +42,35 @@ class Prepared:
 
 
 async def read_checkpoint(settings: KafkaSettings, replay_id: str, topic: str,
-                          partitions: int) -> Checkpoint:
-    """The checkpoint replay ``replay_id`` committed on the target topic's partitions."""
-    committed = await kafka.committed_offsets(
+                          partitions: int, *, stable: bool) -> Checkpoint:
+    """The checkpoint replay ``replay_id`` committed on the target topic's partitions.
+
+    ``stable``: wait out a transaction still open (see
+    :func:`~eventvault.kafka.stable_committed_offsets`); after the run's producer fenced
+    every earlier run, what this reads is final.
+    """
+    read = kafka.stable_committed_offsets if stable else kafka.committed_offsets
+    committed = await read(
         settings, group_id(replay_id), [TopicPartition(topic, p) for p in range(partitions)],
         what="the progress of")
     return decode_checkpoint(metadata for _, metadata in committed.values() if metadata)
 
 
 async def prepare(settings: Settings, plan: Plan, source: Source, storage: Storage,
-                  force: bool) -> Prepared:
+                  force: bool, *, fenced: bool) -> Prepared:
     """Everything a replay decides before producing.
 
     Reads the committed checkpoint, chooses the files, summarises what is left of the
-    selection and runs the preflight.
+    selection and runs the preflight. ``fenced``: this run's producer has already fenced
+    every earlier run of the replay (a run that produces must be), so the checkpoint is read
+    with a stable read and cannot move any more; a dry run reads it as it is.
     """
     target_cluster = settings.replay.target or settings.kafka
     info = await kafka.describe_topic(target_cluster, plan.target.topic, "target topic")
     checkpoint = Checkpoint()
     if info is not None:
         checkpoint = await read_checkpoint(target_cluster, plan.replay_id, plan.target.topic,
-                                           info.partitions)
+                                           info.partitions, stable=fenced)
     selection = plan.selection
     refs = file_refs(storage.list(topic_prefix(selection.topic)))
     files = select_files(refs, selection, source.record_time)

@@ -19,13 +19,14 @@ import pyarrow as pa
 
 from eventvault import format as fmt
 from eventvault import kafka
+from eventvault.errors import BrokerError
 from eventvault.eventtime import EventTimeSpec
-from eventvault.kafka import AIOKafkaError, BatchBuilder, TopicPartition
+from eventvault.kafka import AIOKafkaError, BatchBuilder, ProducerFenced, TopicPartition
 from eventvault.layout import replay_key
 from eventvault.observe import ProgressBar
 from eventvault.query.selection import clusters, event_time_within
 from eventvault.replay.checkpoint import encode_checkpoint, group_id
-from eventvault.replay.errors import RejectedError
+from eventvault.replay.errors import FencedError, RejectedError
 from eventvault.replay.partitioning import partitioner
 from eventvault.replay.plan import provenance
 from eventvault.replay.prepare import Prepared
@@ -64,6 +65,32 @@ class Pacing:
             await asyncio.sleep(ahead)
 
 
+async def fencing_producer(settings: Settings, replay_id: str) -> Any:
+    """The replay's transactional producer, started: every earlier run of it is fenced.
+
+    ``init_transactions`` (in ``start()``) bumps the epoch of the transactional id
+    ``eventvault-replay-<id>`` and returns once the broker has finished an earlier run's open
+    transaction (aborted; or committed, if that run had asked to commit it), so the progress
+    read afterwards is final and no earlier run can add to it.
+    """
+    producer = kafka.transactional_producer(
+        settings.replay.target or settings.kafka, group_id(replay_id),
+        settings.replay.batch_bytes)
+    try:
+        await producer.start()
+    except AIOKafkaError as exc:
+        await producer.stop()
+        raise BrokerError(f"cannot start the producer of replay {replay_id}: {exc}",
+                          retriable=exc.retriable, replay_id=replay_id) from exc
+    return producer
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a batch's failure as seen (the error that stopped the run is reported)."""
+    if not future.cancelled():
+        future.exception()
+
+
 @dataclass
 class _Transaction:
     """Records of the open transaction: batches being filled and batches sent."""
@@ -78,7 +105,7 @@ class ReplayProducer:
     """Produces the rest of a prepared selection in transactions (see the module docstring)."""
 
     def __init__(self, settings: Settings, prepared: Prepared, storage: Storage, source: Source,
-                 spec: EventTimeSpec, pacing: Pacing, bar: ProgressBar) -> None:
+                 spec: EventTimeSpec, pacing: Pacing, bar: ProgressBar, producer: Any) -> None:
         assert prepared.info is not None
         self.limits = settings.replay
         self.prepared, self.storage, self.source = prepared, storage, source
@@ -87,9 +114,7 @@ class ReplayProducer:
         self.transactions = prepared.checkpoint.transactions
         self.next_offsets = dict(prepared.checkpoint.next_offsets)
         self.place = partitioner(self.plan.target, self.info.partitions)
-        self.producer = kafka.transactional_producer(
-            settings.replay.target or settings.kafka, group_id(self.plan.replay_id),
-            settings.replay.batch_bytes)
+        self.producer = producer  # started by fencing_producer()
         self.transaction = _Transaction()
         self.records = 0  # appended by this run (what pacing counts)
         self.nbytes = 0
@@ -99,17 +124,26 @@ class ReplayProducer:
     async def run(self) -> int:
         """Produce the rest of the selection; return the records delivered by this run."""
         try:
-            await self.producer.start()  # init_transactions: fences an earlier run's producer
             await self.producer.begin_transaction()
             self.pacing.started = time.monotonic()
             await self._produce_selection()
             await self._commit()
+        except ProducerFenced as exc:
+            raise self._fenced() from exc
         except AIOKafkaError as exc:
             raise RejectedError(f"replay {self.plan.replay_id}: {exc}", retriable=True,
                                 replay_id=self.plan.replay_id) from exc
         finally:
-            await self.producer.stop()
+            for _, _, future in self.transaction.sent:  # a failed transaction's other batches
+                future.add_done_callback(_retrieve)
         return self.delivered
+
+    def _fenced(self) -> FencedError:
+        return FencedError(
+            f"replay {self.plan.replay_id} was fenced: another run of it started (a second "
+            f"--resume {self.plan.replay_id}), or a transaction stayed open past the "
+            f"transaction timeout; this run stopped, its open transaction is aborted, and "
+            f"{self.transactions} transactions are committed", replay_id=self.plan.replay_id)
 
     async def _produce_selection(self) -> None:
         for partition, files in self.prepared.files.items():
@@ -194,6 +228,8 @@ class ReplayProducer:
         for tp, origins, future in self.transaction.sent:
             try:
                 base = (await future).offset
+            except ProducerFenced as exc:
+                raise self._fenced() from exc
             except AIOKafkaError as exc:
                 raise self._rejected(origins, exc) from exc
             partitions, offsets = zip(*origins, strict=True)

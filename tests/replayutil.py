@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from aiokafka import AIOKafkaConsumer
 
 from tests.cliutil import run_cli
@@ -105,3 +106,36 @@ def replay(bootstrap: str, url: str, *args: str, cwd: Path,
         **(env or {})})
     report = json.loads(res.stdout) if res.returncode == 0 else None
     return res.returncode, report, res.stderr
+
+
+def offset_map(archive: Path, replay_id: str, transactions: int) -> dict[tuple[int, int],
+                                                                        tuple[int, int]]:
+    """(target partition, target offset) -> (source partition, source offset) from the map
+    files of the first ``transactions`` transactions of a replay stored under ``archive``."""
+    found: dict[tuple[int, int], tuple[int, int]] = {}
+    for number in range(1, transactions + 1):
+        rows = pq.read_table(archive / "_replays" / replay_id / "offsets"
+                             / f"{number:08d}.parquet").to_pylist()
+        for row in rows:
+            where = (row["target_partition"], row["target_offset"])
+            assert where not in found, f"target offset {where} mapped twice"
+            found[where] = (row["source_partition"], row["source_offset"])
+    return found
+
+
+def assert_offset_map_matches(archive: Path, replay_id: str, transactions: int,
+                              target: list[Read], source: list[Read] | None = None) -> None:
+    """The replay's offset map is the target as kcat reads it: every committed target record
+    at its mapped (partition, offset), from the mapped source record (its provenance, and with
+    ``source`` its key, value and timestamp), and nothing else."""
+    mapping = offset_map(archive, replay_id, transactions)
+    at = {(r.partition, r.offset): r for r in target}
+    assert sorted(mapping) == sorted(at), (
+        f"map-only {sorted(set(mapping) - set(at))[:5]}, "
+        f"target-only {sorted(set(at) - set(mapping))[:5]}")
+    origins = {(r.partition, r.offset): r for r in source or []}
+    for where, origin in mapping.items():
+        assert at[where].source == origin, (where, origin, at[where].headers)
+        if source is not None:
+            s, t = origins[origin], at[where]
+            assert (t.key, t.value, t.timestamp_ms) == (s.key, s.value, s.timestamp_ms), where

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from tests.cliutil import start_cli
 from tests.kafkautil import Rec, create_topic
-from tests.replayutil import archived_topic, kcat_read, replay
+from tests.replayutil import archived_topic, assert_offset_map_matches, kcat_read, replay
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +73,70 @@ def test_kill_9_and_resume_is_exactly_once(kafka_bootstrap: str, tmp_path: Path)
     stored = json.loads((tmp_path / "arch" / "_replays" / replay_id / "report.json").read_text())
     assert stored["records"] == N
     assert sum(row["records"] for row in stored["partitions"]) == N
+
+
+def _map_files(archive: Path, replay_id: str) -> int:
+    return len(list((archive / "_replays" / replay_id / "offsets").glob("*.parquet")))
+
+
+def _wait_for(what: str, done: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_two_runs_of_one_replay_id_deliver_exactly_once(kafka_bootstrap: str,
+                                                        tmp_path: Path) -> None:
+    """A second --resume of a replay still producing fences the first before it reads the
+    progress: nothing the first commits meanwhile is produced again (issue 10, item 1)."""
+    url, archive = f"file://{tmp_path}/arch", tmp_path / "arch"
+    n = 6000
+    records = [Rec(i % 3, f"k{i % 41}".encode(), str(i).encode() * 20, (),
+                   1_767_225_600_000 + i) for i in range(n)]
+    src = archived_topic(kafka_bootstrap, url, records, 3)
+    dst = f"dst-{src}"
+    create_topic(kafka_bootstrap, dst, 3)
+    env = {"EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, "EVENTVAULT_STORAGE__URL": url,
+           "EVENTVAULT_REPLAY__TRANSACTION_RECORDS": "40"}
+    first = _start(["--topic", src, "--target", dst, "--rate", "1000"], env, tmp_path)
+    _wait_for("the first run's plan", lambda: any(archive.glob("_replays/*/plan.json")))
+    replay_id = next(archive.glob("_replays/*/plan.json")).parent.name
+    _wait_for("a committed transaction", lambda: _map_files(archive, replay_id) >= 2)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+
+    def resume() -> subprocess.Popen[str]:
+        return start_cli("replay", "--resume", replay_id, "--rate", "1000", env=env,
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    older = resume()
+    before = _map_files(archive, replay_id)
+    _wait_for("the older run's transactions", lambda: _map_files(archive, replay_id) >= before + 5)
+    newer = resume()  # the older run goes on committing while the newer one starts
+    try:
+        _, older_err = older.communicate(timeout=120)
+        _, newer_err = newer.communicate(timeout=120)
+    finally:
+        for proc in (older, newer):
+            if proc.poll() is None:
+                proc.kill()
+    target = kcat_read(kafka_bootstrap, dst)
+    counts = Counter(r.source for r in target)
+    assert max(counts.values()) == 1, (
+        f"{sum(c > 1 for c in counts.values())} records twice, e.g. "
+        f"{[k for k, c in counts.items() if c > 1][:5]}")
+    assert set(counts) == {(i % 3, i // 3) for i in range(n)}
+    assert newer.returncode == 0, newer_err
+    assert older.returncode == 6, older_err
+    assert "Traceback" not in older_err, older_err
+    line = older_err.strip().splitlines()[-1]
+    assert f"replay {replay_id} was fenced" in line, older_err
+    report = json.loads((archive / "_replays" / replay_id / "report.json").read_text())
+    assert report["status"] == "completed"
+    assert report["records"] == n
+    assert_offset_map_matches(archive, replay_id, report["transactions"], target,
+                              kcat_read(kafka_bootstrap, src))
 
 
 def _set_config(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
