@@ -16,6 +16,12 @@ class PreflightError(ReplayError):
 
     exit_code = 6
 
+    @classmethod
+    def of(cls, fatal: list[str]) -> PreflightError:
+        """The refusal for preflight's ``fatal`` findings (one line: the first, and a count)."""
+        more = f" (and {len(fatal) - 1} more)" if len(fatal) > 1 else ""
+        return cls(f"replay refused: {fatal[0]}{more}", findings=fatal)
+
 
 class FencedError(ReplayError):
     """Another run of the same replay id took over this run's transactional id.

@@ -56,11 +56,21 @@ async def read_checkpoint(settings: KafkaSettings, replay_id: str, topic: str,
     return decode_checkpoint(metadata for _, metadata in committed.values() if metadata)
 
 
-async def prepare(settings: Settings, plan: Plan, source: Source, storage: Storage,
+def archived_files(storage: Storage, topic: str) -> list[FileRef]:
+    """The archive files of ``topic``; a topic with none is refused (exit 2)."""
+    refs = file_refs(storage.list(topic_prefix(topic)))
+    if not refs:
+        raise ConfigError(f"topic {topic} is not in the archive at {storage.url}",
+                          setting="--topic")
+    return refs
+
+
+async def prepare(settings: Settings, plan: Plan, source: Source, refs: list[FileRef],
                   force: bool, *, fenced: bool) -> Prepared:
     """Everything a replay decides before producing.
 
-    Reads the committed checkpoint, chooses the files, summarises what is left of the
+    Reads the committed checkpoint, chooses among ``refs`` (the topic's archive files, from
+    :func:`archived_files`) the files to read, summarises what is left of the
     selection and runs the preflight. ``fenced``: this run's producer has already fenced
     every earlier run of the replay (a run that produces must be), so the checkpoint is read
     with a stable read and cannot move any more; a dry run reads it as it is.
@@ -72,7 +82,6 @@ async def prepare(settings: Settings, plan: Plan, source: Source, storage: Stora
         checkpoint = await read_checkpoint(target_cluster, plan.replay_id, plan.target.topic,
                                            info.partitions, stable=fenced)
     selection = plan.selection
-    refs = file_refs(storage.list(topic_prefix(selection.topic)))
     files = select_files(refs, selection, source.record_time)
     ranges = {p: (max(lo, checkpoint.next_offsets.get(p, lo)), hi)
               for p, (lo, hi) in offset_ranges(selection, files).items()}

@@ -17,7 +17,7 @@ from eventvault import kafka
 from eventvault.observe import ProgressBar
 from eventvault.replay.errors import PreflightError, RejectedError
 from eventvault.replay.plan import Plan
-from eventvault.replay.prepare import Prepared, prepare, store_plan
+from eventvault.replay.prepare import Prepared, archived_files, prepare, store_plan
 from eventvault.replay.producer import Pacing, ReplayProducer, fencing_producer
 from eventvault.replay.report import build_report
 from eventvault.replay.source import Source
@@ -33,14 +33,15 @@ async def replay(settings: Settings, plan: Plan, *, resume: bool, dry_run: bool,
     spec = settings.archive.event_time_spec(plan.selection.topic)
     source = Source(settings.storage, plan.selection, spec.field is None)
     try:
+        refs = archived_files(storage, plan.selection.topic)
         if dry_run:
-            prepared = await prepare(settings, plan, source, storage, force, fenced=False)
+            prepared = await prepare(settings, plan, source, refs, force, fenced=False)
             return build_report(storage, prepared, "dry-run", 0, 0.0,
                                 prepared.checkpoint.transactions)
         # fence first, then read the progress: no earlier run can commit after the read
         kafka_producer = await fencing_producer(settings, plan.replay_id)
         try:
-            prepared = await prepare(settings, plan, source, storage, force, fenced=True)
+            prepared = await prepare(settings, plan, source, refs, force, fenced=True)
             return await _produce(settings, prepared, storage, source, pacing, kafka_producer,
                                   resume=resume)
         finally:
@@ -55,9 +56,7 @@ async def _produce(settings: Settings, prepared: Prepared, storage: Storage, sou
     plan = prepared.plan
     fatal = [f.message for f in prepared.findings if f.fatal]
     if fatal:
-        raise PreflightError(f"replay refused: {fatal[0]}"
-                             + (f" (and {len(fatal) - 1} more)" if len(fatal) > 1 else ""),
-                             findings=fatal)
+        raise PreflightError.of(fatal)
     if not resume:
         store_plan(storage, plan)
     spec = settings.archive.event_time_spec(plan.selection.topic)

@@ -100,11 +100,12 @@ def archived_topic(bootstrap: str, url: str, records: list[Rec], partitions: int
 
 def replay(bootstrap: str, url: str, *args: str, cwd: Path,
            env: dict[str, str] | None = None) -> tuple[int, dict[str, Any] | None, str]:
-    """Run `eventvault replay ... --output json`: exit code, report, stderr."""
+    """Run `eventvault replay ... --output json`: exit code, report (as printed, also by a
+    refused dry run), stderr."""
     res = run_cli("replay", *args, "--output", "json", cwd=cwd, timeout=300, env={
         "EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "EVENTVAULT_STORAGE__URL": url,
         **(env or {})})
-    report = json.loads(res.stdout) if res.returncode == 0 else None
+    report = json.loads(res.stdout) if res.stdout.strip() else None
     return res.returncode, report, res.stderr
 
 
