@@ -30,6 +30,7 @@ from eventvault.replay.errors import FencedError, RejectedError
 from eventvault.replay.partitioning import partitioner
 from eventvault.replay.plan import provenance
 from eventvault.replay.prepare import Prepared
+from eventvault.replay.report import map_file
 from eventvault.replay.source import Source
 from eventvault.settings import Settings
 from eventvault.storage import Storage
@@ -75,7 +76,7 @@ async def fencing_producer(settings: Settings, replay_id: str) -> Any:
     """
     producer = kafka.transactional_producer(
         settings.replay.target or settings.kafka, group_id(replay_id),
-        settings.replay.batch_bytes)
+        settings.replay.batch_bytes, settings.replay.transaction_timeout_ms)
     try:
         await producer.start()
     except AIOKafkaError as exc:
@@ -213,11 +214,11 @@ class ReplayProducer:
         if not self.transaction.sent:
             return
         rows = await self._offset_map_rows()
-        self.transactions += 1
-        self.storage.put(replay_key(self.plan.replay_id,
-                                  f"offsets/{self.transactions:08d}.parquet"),
+        number = self.transactions + 1
+        self.storage.put(replay_key(self.plan.replay_id, map_file(number)),
                          fmt.encode_rows(fmt.OFFSET_MAP_SCHEMA, rows))
-        await self._commit_checkpoint()
+        await self._commit_checkpoint(number)
+        self.transactions = number  # only now: a failed commit's map file is not counted
         self.delivered += self.transaction.records
         self.transaction = _Transaction()
         await self.producer.begin_transaction()
@@ -239,11 +240,11 @@ class ReplayProducer:
             rows["target_offset"] += range(base, base + len(origins))
         return rows
 
-    async def _commit_checkpoint(self) -> None:
+    async def _commit_checkpoint(self, number: int) -> None:
         count = self.info.partitions
         await self.producer.send_offsets_to_transaction(
             {TopicPartition(self.plan.target.topic, t):
-             (0, encode_checkpoint(self.transactions, self.next_offsets, t, count))
+             (0, encode_checkpoint(number, self.next_offsets, t, count))
              for t in range(count)},
             group_id(self.plan.replay_id))
         await self.producer.commit_transaction()

@@ -1,7 +1,8 @@
 """A replay's report: selection, counts, offsets, and where the offset map is.
 
 Stored as ``_replays/<id>/report.json`` next to the plan. Counts come from the offset map
-files of committed transactions, so a report after resumes covers every run. The map itself
+files of committed transactions (listed in the report; a file of a transaction that was not
+committed may sit next to them), so a report after resumes covers every run. The map itself
 (``_replays/<id>/offsets/*.parquet``: source_partition, source_offset, target_partition,
 target_offset) translates consumer-group offsets from the source topic to the target.
 """
@@ -21,14 +22,34 @@ from eventvault.replay.prepare import Prepared
 from eventvault.storage import Storage
 
 
-def offset_map(storage: Storage, replay_id: str, transactions: int) -> pa.Table:
-    """The offset map of the first ``transactions`` committed transactions."""
-    tables = []
+def map_file(number: int) -> str:
+    """The offset map file of transaction ``number`` (1, 2, ...), under ``_replays/<id>/``."""
+    return f"offsets/{number:08d}.parquet"
+
+
+def offset_map(storage: Storage, replay_id: str, transactions: int) -> tuple[pa.Table, list[str]]:
+    """The offset map of the first ``transactions`` committed transactions, and its files.
+
+    A file numbered past ``transactions`` belongs to a transaction that was not committed.
+    """
+    tables, names = [], []
     for key in sorted(storage.list(replay_key(replay_id, "offsets/"))):
         number = key.rsplit("/", 1)[-1].removesuffix(".parquet")
         if number.isdigit() and int(number) <= transactions:
             tables.append(fmt.decode_rows(fmt.OFFSET_MAP_SCHEMA, storage.get(key)))
-    return pa.concat_tables(tables) if tables else fmt.OFFSET_MAP_SCHEMA.empty_table()
+            names.append(map_file(int(number)))
+    table = pa.concat_tables(tables) if tables else fmt.OFFSET_MAP_SCHEMA.empty_table()
+    return table, names
+
+
+def reported_later(storage: Storage, replay_id: str, run_started: str) -> bool:
+    """Whether a run of the replay that started after ``run_started`` has stored its report."""
+    key = replay_key(replay_id, "report.json")
+    if not storage.exists(key):
+        return False
+    stored = json.loads(storage.get(key)).get("run_started")
+    return stored is not None and datetime.fromisoformat(stored) > datetime.fromisoformat(
+        run_started)
 
 
 def _mapping(table: pa.Table) -> list[dict[str, int]]:
@@ -47,10 +68,11 @@ def _mapping(table: pa.Table) -> list[dict[str, int]]:
 
 
 def build_report(storage: Storage, prepared: Prepared, status: str, delivered: int,
-                 seconds: float, transactions: int) -> dict[str, Any]:
+                 seconds: float, transactions: int, run_started: str = "") -> dict[str, Any]:
     """The report of ``prepared``: stored after a run, only returned after a dry run.
 
-    ``transactions``: how many the replay has committed in all runs so far.
+    ``transactions``: how many the replay has committed in all runs so far (their map files
+    are listed); ``run_started``: when this run started (ISO-8601).
     """
     plan = prepared.plan
     report: dict[str, Any] = {
@@ -63,12 +85,13 @@ def build_report(storage: Storage, prepared: Prepared, status: str, delivered: i
                      "records_per_s": round(delivered / seconds) if seconds else None},
     }
     if status != "dry-run":
-        table = offset_map(storage, plan.replay_id, transactions)
+        table, files = offset_map(storage, plan.replay_id, transactions)
         report.update({
             "transactions": transactions, "records": table.num_rows,
             "partitions": _mapping(table),
             "offset_map": f"{storage.url}/{replay_key(plan.replay_id, 'offsets/')}",
-            "finished": datetime.now(UTC).isoformat(),
+            "offset_map_files": files,
+            "run_started": run_started, "finished": datetime.now(UTC).isoformat(),
         })
         storage.put(replay_key(plan.replay_id, "report.json"),
                     json.dumps(report, indent=2).encode())

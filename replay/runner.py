@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from eventvault import kafka
 from eventvault.observe import ProgressBar
-from eventvault.replay.errors import PreflightError, RejectedError
+from eventvault.replay.errors import FencedError, PreflightError, RejectedError
 from eventvault.replay.plan import Plan
 from eventvault.replay.prepare import Prepared, archived_files, prepare, store_plan
 from eventvault.replay.producer import Pacing, ReplayProducer, fencing_producer
-from eventvault.replay.report import build_report
+from eventvault.replay.report import build_report, reported_later
 from eventvault.replay.source import Source
 from eventvault.settings import Settings
 from eventvault.storage import Storage, open_storage
@@ -60,17 +61,24 @@ async def _produce(settings: Settings, prepared: Prepared, storage: Storage, sou
     if not resume:
         store_plan(storage, plan)
     spec = settings.archive.event_time_spec(plan.selection.topic)
-    started = time.monotonic()
+    started, run_started = time.monotonic(), datetime.now(UTC).isoformat()
     total = sum(s.records for s in prepared.summary)
     with ProgressBar(description="replay", total=total) as bar:
         producer = ReplayProducer(settings, prepared, storage, source, spec, pacing, bar,
                                   kafka_producer)
+
+        def report(status: str) -> dict[str, Any]:
+            return build_report(storage, prepared, status, producer.delivered,
+                                time.monotonic() - started, producer.transactions, run_started)
+
         try:
             await producer.run()
         except RejectedError:
-            build_report(storage, prepared, "failed", producer.delivered,
-                         time.monotonic() - started, producer.transactions)
+            report("failed")
             raise
-        # a FencedError writes no report: the run that fenced this one writes it
-    return build_report(storage, prepared, "completed", producer.delivered,
-                        time.monotonic() - started, producer.transactions)
+        except FencedError:
+            # fenced by a newer run: its report, once stored, is the one that counts
+            if not reported_later(storage, plan.replay_id, run_started):
+                report("failed")
+            raise
+    return report("completed")

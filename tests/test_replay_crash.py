@@ -12,11 +12,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from eventvault.replay.prepare import read_checkpoint
+from eventvault.settings import KafkaSettings
 from tests.cliutil import start_cli
 from tests.kafkautil import Rec, create_topic
 from tests.replayutil import archived_topic, assert_offset_map_matches, kcat_read, replay
@@ -134,6 +137,78 @@ def test_two_runs_of_one_replay_id_deliver_exactly_once(kafka_bootstrap: str,
     assert f"replay {replay_id} was fenced" in line, older_err
     report = json.loads((archive / "_replays" / replay_id / "report.json").read_text())
     assert report["status"] == "completed"
+    assert report["records"] == n
+    assert_offset_map_matches(archive, replay_id, report["transactions"], target,
+                              kcat_read(kafka_bootstrap, src))
+
+
+def _committed(bootstrap: str, replay_id: str, topic: str, partitions: int) -> int:
+    """How many transactions replay ``replay_id`` has committed (its checkpoint in Kafka)."""
+    return asyncio.run(read_checkpoint(KafkaSettings(bootstrap_servers=bootstrap), replay_id,
+                                       topic, partitions, stable=False)).transactions
+
+
+def _stop_between_map_and_commit(proc: subprocess.Popen[Any], archive: Path, replay_id: str,
+                                 bootstrap: str, topic: str, partitions: int) -> int:
+    """SIGSTOP ``proc`` after it wrote a transaction's offset-map file and before it committed
+    that transaction; return the transaction's number. Tried on transaction after transaction
+    until the stop lands in that window (checked against the checkpoint in Kafka)."""
+    for _ in range(40):
+        number = _map_files(archive, replay_id) + 1
+        path = archive / "_replays" / replay_id / "offsets" / f"{number:08d}.parquet"
+        deadline = time.monotonic() + 30
+        while not path.exists():
+            assert proc.poll() is None, "the replay ended before the window was hit"
+            assert time.monotonic() < deadline, f"no offset map file {number}"
+        os.kill(proc.pid, signal.SIGSTOP)
+        if _committed(bootstrap, replay_id, topic, partitions) == number - 1:
+            return number
+        os.kill(proc.pid, signal.SIGCONT)
+    raise AssertionError("never stopped between an offset-map put and its commit")
+
+
+def test_a_failed_replay_reports_only_committed_transactions(kafka_bootstrap: str,
+                                                             tmp_path: Path) -> None:
+    """Stopped between an offset-map put and its commit until the broker aborts the
+    transaction (its timeout), the run fails; its report counts neither that transaction's
+    map file nor its records (issue 10, item 8), and --resume finishes exactly once."""
+    url, archive = f"file://{tmp_path}/arch", tmp_path / "arch"
+    n = 3000
+    records = [Rec(i % 2, f"k{i}".encode(), b"v" * 50, (), 1_767_225_600_000 + i)
+               for i in range(n)]
+    src = archived_topic(kafka_bootstrap, url, records, 2)
+    dst = f"dst-{src}"
+    create_topic(kafka_bootstrap, dst, 2)
+    env = {"EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, "EVENTVAULT_STORAGE__URL": url,
+           "EVENTVAULT_REPLAY__TRANSACTION_RECORDS": "20",
+           "EVENTVAULT_REPLAY__TRANSACTION_TIMEOUT_MS": "2000",
+           "EVENTVAULT_REPLAY__TRANSACTION_SECONDS": "1"}
+    proc = start_cli("replay", "--topic", src, "--target", dst, "--rate", "300", env=env,
+                     cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for("the plan", lambda: any(archive.glob("_replays/*/plan.json")))
+        replay_id = next(archive.glob("_replays/*/plan.json")).parent.name
+        number = _stop_between_map_and_commit(proc, archive, replay_id, kafka_bootstrap, dst, 2)
+        time.sleep(4)  # the broker aborts the transaction, open past its 2 s timeout
+        os.kill(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 6, err
+    assert f"replay {replay_id} was fenced" in err.strip().splitlines()[-1], err
+    report = json.loads((archive / "_replays" / replay_id / "report.json").read_text())
+    assert report["status"] == "failed"
+    assert report["transactions"] == number - 1
+    assert report["offset_map_files"] == [f"offsets/{i:08d}.parquet" for i in range(1, number)]
+    target = kcat_read(kafka_bootstrap, dst)
+    assert report["records"] == len(target) == (number - 1) * 20
+    assert_offset_map_matches(archive, replay_id, number - 1, target)
+    code, report, err = replay(kafka_bootstrap, url, "--resume", replay_id, cwd=tmp_path, env=env)
+    assert code == 0, err
+    assert report is not None
+    target = kcat_read(kafka_bootstrap, dst)
+    assert sorted(r.source for r in target) == sorted((i % 2, i // 2) for i in range(n))
     assert report["records"] == n
     assert_offset_map_matches(archive, replay_id, report["transactions"], target,
                               kcat_read(kafka_bootstrap, src))
