@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     CommitFailedError,
+    IllegalOperation,
     IllegalStateError,
     ProducerFenced,
     RebalanceInProgressError,
@@ -43,16 +44,19 @@ from aiokafka.structs import OffsetAndMetadata
 from eventvault.errors import BrokerError
 from eventvault.settings import KafkaSettings
 
-__all__ = ["COMMIT_REFUSED", "AIOKafkaError", "BatchBuilder", "IllegalStateError",
-           "OffsetAndMetadata", "ProducerFenced", "RebalanceListener", "TopicInfo",
-           "TopicPartition", "client_options", "committed_offsets", "consumer",
+__all__ = ["COMMIT_REFUSED", "TRANSACTION_LOST", "AIOKafkaError", "BatchBuilder",
+           "IllegalStateError", "OffsetAndMetadata", "ProducerFenced", "RebalanceListener",
+           "TopicInfo", "TopicPartition", "client_options", "committed_offsets", "consumer",
            "describe_topic", "log_offsets", "quiet_internal_failures",
-           "stable_committed_offsets",
-           "transactional_producer"]
+           "stable_committed_offsets", "transactional_producer"]
 
 RebalanceListener = ConsumerRebalanceListener
 COMMIT_REFUSED = (CommitFailedError, RebalanceInProgressError, IllegalStateError)
 """What a group commit raises when the group has moved on (a rebalance fenced it)."""
+TRANSACTION_LOST = (ProducerFenced, IllegalOperation)
+"""What a transactional producer raises once its transaction is gone: fenced by a newer
+producer of its transactional id, or aborted by the broker past the transaction timeout
+(aiokafka then refuses to send outside a transaction)."""
 _LONG_MAX = 2**63 - 1
 T = TypeVar("T")
 

@@ -21,7 +21,7 @@ from eventvault import format as fmt
 from eventvault import kafka
 from eventvault.errors import BrokerError
 from eventvault.eventtime import EventTimeSpec
-from eventvault.kafka import AIOKafkaError, BatchBuilder, ProducerFenced, TopicPartition
+from eventvault.kafka import TRANSACTION_LOST, AIOKafkaError, BatchBuilder, TopicPartition
 from eventvault.layout import replay_key
 from eventvault.observe import ProgressBar
 from eventvault.query.selection import clusters, event_time_within
@@ -100,6 +100,7 @@ class _Transaction:
     sent: list[tuple[int, Origins, asyncio.Future[Any]]] = field(default_factory=list)
     records: int = 0
     nbytes: int = 0
+    opened: float | None = None  # monotonic time of its first record
 
 
 class ReplayProducer:
@@ -129,7 +130,7 @@ class ReplayProducer:
             self.pacing.started = time.monotonic()
             await self._produce_selection()
             await self._commit()
-        except ProducerFenced as exc:
+        except TRANSACTION_LOST as exc:
             raise self._fenced() from exc
         except AIOKafkaError as exc:
             raise RejectedError(f"replay {self.plan.replay_id}: {exc}", retriable=True,
@@ -167,9 +168,11 @@ class ReplayProducer:
                                self._headers(p, off, headers))
             self.next_offsets[p] = off + 1
             self._count(len(key or b"") + len(value or b""))
-            if self._transaction_full():
+            ahead = (self.pacing.delay(self.records, self.nbytes, time.monotonic())
+                     if self.pacing.limited else 0.0)
+            if self._transaction_full(ahead):
                 await self._commit()
-            if self.pacing.limited:
+            if ahead:
                 await self.pacing.wait(self.records, self.nbytes)
         self.bar.advance(batch.num_rows)
 
@@ -182,14 +185,25 @@ class ReplayProducer:
         return headers
 
     def _count(self, size: int) -> None:
+        if self.transaction.opened is None:
+            self.transaction.opened = time.monotonic()
         self.transaction.records += 1
         self.transaction.nbytes += size
         self.records += 1
         self.nbytes += size
 
-    def _transaction_full(self) -> bool:
+    def _transaction_full(self, ahead: float) -> bool:
+        """Whether to commit now: enough records or bytes, or open for long enough.
+
+        ``ahead``: seconds pacing is about to wait; a transaction that would be open past
+        ``replay.transaction_seconds`` by then is committed first, so that a slow replay never
+        meets the broker's transaction timeout.
+        """
+        opened = self.transaction.opened
         return (self.transaction.records >= self.limits.transaction_records
-                or self.transaction.nbytes >= self.limits.transaction_bytes)
+                or self.transaction.nbytes >= self.limits.transaction_bytes
+                or (opened is not None and time.monotonic() + ahead - opened
+                    >= self.limits.transaction_seconds))
 
     async def _append(self, tp: int, p: int, off: int, stamp: int | None, key: bytes | None,
                       value: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> None:
@@ -229,7 +243,7 @@ class ReplayProducer:
         for tp, origins, future in self.transaction.sent:
             try:
                 base = (await future).offset
-            except ProducerFenced as exc:
+            except TRANSACTION_LOST as exc:
                 raise self._fenced() from exc
             except AIOKafkaError as exc:
                 raise self._rejected(origins, exc) from exc

@@ -245,3 +245,28 @@ def test_nonsensical_arguments_are_refused_and_leave_nothing(kafka_bootstrap: st
             assert says in err, (full, err)
             assert not (tmp_path / "arch" / "_replays").exists(), full
     assert kcat_read(kafka_bootstrap, dst) == []
+
+
+def test_a_paced_replay_outlives_the_transaction_timeout(kafka_bootstrap: str,
+                                                         tmp_path: Path) -> None:
+    """Paced to last 5 transaction timeouts, the replay commits by time as well as by count,
+    so the broker never aborts a transaction, and delivers exactly once (issue 10, item 6)."""
+    url = f"file://{tmp_path}/arch"
+    n = 400
+    records = [Rec(i % 2, f"k{i}".encode(), b"v" * 100, (), 1_767_225_600_000 + i)
+               for i in range(n)]
+    src = archived_topic(kafka_bootstrap, url, records, 2)
+    dst = _topic(kafka_bootstrap, 2)
+    started = time.monotonic()
+    code, report, err = replay(
+        kafka_bootstrap, url, "--topic", src, "--target", dst, "--rate", "40", cwd=tmp_path,
+        env={"EVENTVAULT_REPLAY__TRANSACTION_TIMEOUT_MS": "2000",
+             "EVENTVAULT_REPLAY__TRANSACTION_SECONDS": "1",
+             "EVENTVAULT_REPLAY__BATCH_BYTES": "1024"})  # batches go out while it is open
+    assert code == 0, err
+    assert report is not None
+    assert time.monotonic() - started > 10  # 5 times the transaction timeout
+    assert report["records"] == n
+    assert report["transactions"] >= 9  # one per second at most
+    target = kcat_read(kafka_bootstrap, dst)
+    assert sorted(r.source for r in target) == sorted((i % 2, i // 2) for i in range(n))
