@@ -34,6 +34,16 @@ class FencedError(ReplayError):
     exit_code = 6
 
 
+class ProgressLostError(ReplayError):
+    """Storage shows committed transactions the target cluster has no progress for.
+
+    Kafka deletes the replay group's offsets ``offsets.retention.minutes`` after its last
+    commit (the group never has members); resuming from nothing would produce them again.
+    """
+
+    exit_code = 6
+
+
 class RejectedError(ReplayError):
     """The target refused records; ``topic``, ``partition`` and ``offsets`` name them.
 

@@ -42,6 +42,21 @@ def offset_map(storage: Storage, replay_id: str, transactions: int) -> tuple[pa.
     return table, names
 
 
+def committed_in_storage(storage: Storage, replay_id: str) -> int:
+    """How many transactions the replay's stored files prove it committed.
+
+    The stored report's count; and ``n - 1`` for a map file ``n``, which a run writes only
+    after transaction ``n - 1`` was committed (a run starts after the committed checkpoint).
+    """
+    numbers = [int(name) for key in storage.list(replay_key(replay_id, "offsets/"))
+               if (name := key.rsplit("/", 1)[-1].removesuffix(".parquet")).isdigit()]
+    proven = max(numbers, default=1) - 1
+    key = replay_key(replay_id, "report.json")
+    if storage.exists(key):
+        proven = max(proven, int(json.loads(storage.get(key)).get("transactions", 0)))
+    return proven
+
+
 def reported_later(storage: Storage, replay_id: str, run_started: str) -> bool:
     """Whether a run of the replay that started after ``run_started`` has stored its report."""
     key = replay_key(replay_id, "report.json")

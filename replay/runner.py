@@ -16,11 +16,12 @@ from typing import Any
 
 from eventvault import kafka
 from eventvault.observe import ProgressBar
-from eventvault.replay.errors import FencedError, PreflightError, RejectedError
+from eventvault.replay.checkpoint import group_id
+from eventvault.replay.errors import FencedError, PreflightError, ProgressLostError, RejectedError
 from eventvault.replay.plan import Plan
 from eventvault.replay.prepare import Prepared, archived_files, prepare, store_plan
 from eventvault.replay.producer import Pacing, ReplayProducer, fencing_producer
-from eventvault.replay.report import build_report, reported_later
+from eventvault.replay.report import build_report, committed_in_storage, reported_later
 from eventvault.replay.source import Source
 from eventvault.settings import Settings
 from eventvault.storage import Storage, open_storage
@@ -51,10 +52,26 @@ async def replay(settings: Settings, plan: Plan, *, resume: bool, dry_run: bool,
         source.close()
 
 
+def _refuse_lost_progress(storage: Storage, prepared: Prepared) -> None:
+    """Refuse to go on from progress that is behind what storage proves was committed."""
+    plan, checkpoint = prepared.plan, prepared.checkpoint
+    proven = committed_in_storage(storage, plan.replay_id)
+    if checkpoint.transactions < proven:
+        raise ProgressLostError(
+            f"replay {plan.replay_id} committed at least {proven} transactions (its report and "
+            f"offset map in storage) but group {group_id(plan.replay_id)} on "
+            f"{plan.target.topic} holds progress for {checkpoint.transactions}: Kafka deleted "
+            f"the group's offsets (offsets.retention.minutes after the last commit); resuming "
+            f"would produce them again. Replay what is left as a new replay, from the source "
+            f"offsets after the last ones in its offset map (see docs/REPLAY.md)",
+            replay_id=plan.replay_id, proven=proven, checkpoint=checkpoint.transactions)
+
+
 async def _produce(settings: Settings, prepared: Prepared, storage: Storage, source: Source,
                    pacing: Pacing, kafka_producer: Any, *, resume: bool) -> dict[str, Any]:
     """Refuse what preflight refuses, then produce the rest and report."""
     plan = prepared.plan
+    _refuse_lost_progress(storage, prepared)
     fatal = [f.message for f in prepared.findings if f.fatal]
     if fatal:
         raise PreflightError.of(fatal)

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.protocol.admin import DeleteGroupsRequest
 
+from eventvault.replay.checkpoint import group_id
 from eventvault.replay.prepare import read_checkpoint
 from eventvault.settings import KafkaSettings
 from tests.cliutil import start_cli
@@ -249,3 +251,49 @@ def test_a_refused_record_stops_the_replay_and_resume_finishes_it(kafka_bootstra
     counts = Counter(r.source for r in kcat_read(kafka_bootstrap, dst))
     assert set(counts) == {(i % 2, i // 2) for i in range(40)}
     assert max(counts.values()) == 1
+
+
+def _delete_group(bootstrap: str, group: str) -> None:
+    """Delete a consumer group and its committed offsets, as their expiry would."""
+    async def run() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            node = await admin.find_coordinator(group)
+            response = await admin._client.send(node, DeleteGroupsRequest([group]))
+            assert [tuple(r) for r in response.results] == [(group, 0)], response
+        finally:
+            await admin.close()
+    asyncio.run(run())
+
+
+def test_resume_refuses_when_kafka_lost_the_progress(kafka_bootstrap: str,
+                                                     tmp_path: Path) -> None:
+    """Kafka deletes the replay group's offsets after offsets.retention.minutes: --resume
+    then finds no progress, but storage shows committed transactions; it refuses in one line
+    (exit 6) and produces nothing, where it used to replay everything again (item 2)."""
+    url, archive = f"file://{tmp_path}/arch", tmp_path / "arch"
+    records = [Rec(i % 2, f"k{i}".encode(), b"v", (), 1_767_225_600_000 + i) for i in range(40)]
+    records[25] = Rec(1, None, b"no key", (), 1_767_225_600_025)  # partition 1, offset 12
+    src = archived_topic(kafka_bootstrap, url, records, 2)
+    dst = f"dst-{src}"
+    create_topic(kafka_bootstrap, dst, 2, {"cleanup.policy": "compact"})
+    env = {"EVENTVAULT_REPLAY__TRANSACTION_RECORDS": "10"}
+    code, _, err = replay(kafka_bootstrap, url, "--topic", src, "--target", dst, cwd=tmp_path,
+                          env=env)
+    assert code == 7, err
+    replay_id = err.strip().splitlines()[-1].rsplit(" ", 1)[-1]
+    delivered = kcat_read(kafka_bootstrap, dst)
+    assert len(delivered) == 30
+    _set_config(kafka_bootstrap, dst, {"cleanup.policy": "delete", "retention.ms": "-1"})
+    _delete_group(kafka_bootstrap, group_id(replay_id))
+    assert _committed(kafka_bootstrap, replay_id, dst, 2) == 0
+    report_file = archive / "_replays" / replay_id / "report.json"
+    for proof in ("the report (3 transactions)", "the offset map (files 1..3)"):
+        code, _, err = replay(kafka_bootstrap, url, "--resume", replay_id, cwd=tmp_path, env=env)
+        assert code == 6, (proof, err)
+        assert err.count("\n") == 1, err
+        assert f"replay {replay_id} committed at least " in err, err
+        assert "holds progress for 0" in err, err
+        assert kcat_read(kafka_bootstrap, dst) == delivered, proof
+        report_file.unlink(missing_ok=True)  # the offset map alone proves transactions 1 and 2
