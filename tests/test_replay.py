@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.kafkautil import Rec, create_topic
-from tests.replayutil import archived_topic, kcat_read, read_headers, replay
+from tests.replayutil import (
+    archived_topic,
+    assert_offset_map_matches,
+    kcat_read,
+    read_headers,
+    replay,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -58,9 +64,11 @@ def test_round_trip_is_byte_for_byte(kafka_bootstrap: str, tmp_path: Path) -> No
     dst_h = read_headers(kafka_bootstrap, dst, len(target))
     for t in target:
         assert dst_h[(t.partition, t.offset)][:-4] == src_h[t.source]
-    # the offset map translates source offsets to target offsets
+    # the offset map translates source offsets to target offsets, record for record
     for row in report["partitions"]:
         assert row["source_partition"] == row["target_partition"]
+    assert_offset_map_matches(tmp_path / "arch", report["replay_id"], report["transactions"],
+                              target, source)
     # --no-provenance: exactly the source headers
     dst2 = _topic(kafka_bootstrap, 2)
     code, _, err = replay(kafka_bootstrap, url, "--topic", src, "--target", dst2,

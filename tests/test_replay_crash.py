@@ -52,6 +52,8 @@ def test_kill_9_and_resume_is_exactly_once(kafka_bootstrap: str, tmp_path: Path)
         args = (["--resume", replay_id] if replay_id else
                 ["--topic", src, "--target", dst]) + ["--rate", "2500"]
         proc = _start(args, env, tmp_path)
+        if replay_id is None:  # a run killed before it stored its plan leaves nothing to resume
+            _wait_for("the plan", lambda: any((tmp_path / "arch").glob("_replays/*/plan.json")))
         time.sleep(rng.uniform(1.0, 3.5))
         if proc.poll() is not None:
             break  # finished before the kill
@@ -78,6 +80,22 @@ def test_kill_9_and_resume_is_exactly_once(kafka_bootstrap: str, tmp_path: Path)
     stored = json.loads((tmp_path / "arch" / "_replays" / replay_id / "report.json").read_text())
     assert stored["records"] == N
     assert sum(row["records"] for row in stored["partitions"]) == N
+    assert_offset_map_matches(tmp_path / "arch", replay_id, stored["transactions"], target,
+                              kcat_read(kafka_bootstrap, src))
+
+
+def _source_and_target(bootstrap: str, url: str, n: int, partitions: int, *,
+                       transaction_records: int) -> tuple[str, str, dict[str, str]]:
+    """A source topic of ``n`` records archived to ``url``, an empty target topic, and the
+    environment of a replay between them."""
+    records = [Rec(i % partitions, f"k{i % 41}".encode(), str(i).encode() * 10, (),
+                   1_767_225_600_000 + i) for i in range(n)]
+    src = archived_topic(bootstrap, url, records, partitions)
+    dst = f"dst-{src}"
+    create_topic(bootstrap, dst, partitions)
+    return src, dst, {"EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+                      "EVENTVAULT_STORAGE__URL": url,
+                      "EVENTVAULT_REPLAY__TRANSACTION_RECORDS": str(transaction_records)}
 
 
 def _map_files(archive: Path, replay_id: str) -> int:
@@ -97,13 +115,7 @@ def test_two_runs_of_one_replay_id_deliver_exactly_once(kafka_bootstrap: str,
     progress: nothing the first commits meanwhile is produced again (issue 10, item 1)."""
     url, archive = f"file://{tmp_path}/arch", tmp_path / "arch"
     n = 6000
-    records = [Rec(i % 3, f"k{i % 41}".encode(), str(i).encode() * 20, (),
-                   1_767_225_600_000 + i) for i in range(n)]
-    src = archived_topic(kafka_bootstrap, url, records, 3)
-    dst = f"dst-{src}"
-    create_topic(kafka_bootstrap, dst, 3)
-    env = {"EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, "EVENTVAULT_STORAGE__URL": url,
-           "EVENTVAULT_REPLAY__TRANSACTION_RECORDS": "40"}
+    src, dst, env = _source_and_target(kafka_bootstrap, url, n, 3, transaction_records=40)
     first = _start(["--topic", src, "--target", dst, "--rate", "1000"], env, tmp_path)
     _wait_for("the first run's plan", lambda: any(archive.glob("_replays/*/plan.json")))
     replay_id = next(archive.glob("_replays/*/plan.json")).parent.name
@@ -176,15 +188,9 @@ def test_a_failed_replay_reports_only_committed_transactions(kafka_bootstrap: st
     map file nor its records (issue 10, item 8), and --resume finishes exactly once."""
     url, archive = f"file://{tmp_path}/arch", tmp_path / "arch"
     n = 3000
-    records = [Rec(i % 2, f"k{i}".encode(), b"v" * 50, (), 1_767_225_600_000 + i)
-               for i in range(n)]
-    src = archived_topic(kafka_bootstrap, url, records, 2)
-    dst = f"dst-{src}"
-    create_topic(kafka_bootstrap, dst, 2)
-    env = {"EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, "EVENTVAULT_STORAGE__URL": url,
-           "EVENTVAULT_REPLAY__TRANSACTION_RECORDS": "20",
-           "EVENTVAULT_REPLAY__TRANSACTION_TIMEOUT_MS": "2000",
-           "EVENTVAULT_REPLAY__TRANSACTION_SECONDS": "1"}
+    src, dst, env = _source_and_target(kafka_bootstrap, url, n, 2, transaction_records=20)
+    env |= {"EVENTVAULT_REPLAY__TRANSACTION_TIMEOUT_MS": "2000",
+            "EVENTVAULT_REPLAY__TRANSACTION_SECONDS": "1"}
     proc = start_cli("replay", "--topic", src, "--target", dst, "--rate", "300", env=env,
                      cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -251,6 +257,43 @@ def test_a_refused_record_stops_the_replay_and_resume_finishes_it(kafka_bootstra
     counts = Counter(r.source for r in kcat_read(kafka_bootstrap, dst))
     assert set(counts) == {(i % 2, i // 2) for i in range(40)}
     assert max(counts.values()) == 1
+
+
+def test_kill_between_offset_map_and_commit_then_resume(kafka_bootstrap: str,
+                                                        tmp_path: Path) -> None:
+    """SIGKILL aimed between a transaction's offset-map put and its commit (the map file
+    exists, the checkpoint in Kafka is one behind): the resume aborts that transaction,
+    produces it again, rewrites its map file, and the map is the target, value for value."""
+    url, archive = f"file://{tmp_path}/arch", tmp_path / "arch"
+    n = 2000
+    src, dst, env = _source_and_target(kafka_bootstrap, url, n, 2, transaction_records=25)
+    proc = start_cli("replay", "--topic", src, "--target", dst, "--rate", "500", env=env,
+                     cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for("the plan", lambda: any(archive.glob("_replays/*/plan.json")))
+        replay_id = next(archive.glob("_replays/*/plan.json")).parent.name
+        _wait_for("a few transactions", lambda: _map_files(archive, replay_id) >= 3)
+        number = _stop_between_map_and_commit(proc, archive, replay_id, kafka_bootstrap, dst, 2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_map = (archive / "_replays" / replay_id / "offsets" / f"{number:08d}.parquet")
+    assert killed_map.exists()
+    assert _committed(kafka_bootstrap, replay_id, dst, 2) == number - 1  # the window was hit
+    assert len(kcat_read(kafka_bootstrap, dst)) == (number - 1) * 25
+    code, report, err = replay(kafka_bootstrap, url, "--resume", replay_id, cwd=tmp_path, env=env)
+    assert code == 0, err
+    assert report is not None
+    target = kcat_read(kafka_bootstrap, dst)
+    counts = Counter(r.source for r in target)
+    assert set(counts) == {(i % 2, i // 2) for i in range(n)}
+    assert max(counts.values()) == 1
+    assert report["records"] == n
+    assert f"offsets/{number:08d}.parquet" in report["offset_map_files"]
+    assert_offset_map_matches(archive, replay_id, report["transactions"], target,
+                              kcat_read(kafka_bootstrap, src))
 
 
 def _delete_group(bootstrap: str, group: str) -> None:
