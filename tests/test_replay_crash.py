@@ -85,12 +85,13 @@ def test_kill_9_and_resume_is_exactly_once(kafka_bootstrap: str, tmp_path: Path)
 
 
 def _source_and_target(bootstrap: str, url: str, n: int, partitions: int, *,
-                       transaction_records: int) -> tuple[str, str, dict[str, str]]:
+                       transaction_records: int,
+                       **archive: Any) -> tuple[str, str, dict[str, str]]:
     """A source topic of ``n`` records archived to ``url``, an empty target topic, and the
     environment of a replay between them."""
     records = [Rec(i % partitions, f"k{i % 41}".encode(), str(i).encode() * 10, (),
                    1_767_225_600_000 + i) for i in range(n)]
-    src = archived_topic(bootstrap, url, records, partitions)
+    src = archived_topic(bootstrap, url, records, partitions, **archive)
     dst = f"dst-{src}"
     create_topic(bootstrap, dst, partitions)
     return src, dst, {"EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
@@ -114,9 +115,12 @@ def test_two_runs_of_one_replay_id_deliver_exactly_once(kafka_bootstrap: str,
     """A second --resume of a replay still producing fences the first before it reads the
     progress: nothing the first commits meanwhile is produced again (issue 10, item 1)."""
     url, archive = f"file://{tmp_path}/arch", tmp_path / "arch"
-    n = 6000
-    src, dst, env = _source_and_target(kafka_bootstrap, url, n, 3, transaction_records=40)
-    first = _start(["--topic", src, "--target", dst, "--rate", "1000"], env, tmp_path)
+    n = 9000
+    # many small files: the summary a run computes before producing takes a while, as on a
+    # real archive (the old order read the progress before it, and before fencing)
+    src, dst, env = _source_and_target(kafka_bootstrap, url, n, 3, transaction_records=20,
+                                       max_file_records=30)
+    first = _start(["--topic", src, "--target", dst, "--rate", "800"], env, tmp_path)
     _wait_for("the first run's plan", lambda: any(archive.glob("_replays/*/plan.json")))
     replay_id = next(archive.glob("_replays/*/plan.json")).parent.name
     _wait_for("a committed transaction", lambda: _map_files(archive, replay_id) >= 2)
@@ -124,7 +128,7 @@ def test_two_runs_of_one_replay_id_deliver_exactly_once(kafka_bootstrap: str,
     first.wait(timeout=30)
 
     def resume() -> subprocess.Popen[str]:
-        return start_cli("replay", "--resume", replay_id, "--rate", "1000", env=env,
+        return start_cli("replay", "--resume", replay_id, "--rate", "800", env=env,
                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     older = resume()
@@ -267,7 +271,7 @@ def test_kill_between_offset_map_and_commit_then_resume(kafka_bootstrap: str,
     url, archive = f"file://{tmp_path}/arch", tmp_path / "arch"
     n = 2000
     src, dst, env = _source_and_target(kafka_bootstrap, url, n, 2, transaction_records=25)
-    proc = start_cli("replay", "--topic", src, "--target", dst, "--rate", "500", env=env,
+    proc = start_cli("replay", "--topic", src, "--target", dst, "--rate", "800", env=env,
                      cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for("the plan", lambda: any(archive.glob("_replays/*/plan.json")))
