@@ -47,7 +47,7 @@ from eventvault.settings import KafkaSettings
 __all__ = ["COMMIT_REFUSED", "TRANSACTION_LOST", "AIOKafkaError", "BatchBuilder",
            "IllegalStateError", "OffsetAndMetadata", "ProducerFenced", "RebalanceListener",
            "TopicInfo", "TopicPartition", "client_options", "committed_offsets", "consumer",
-           "describe_topic", "log_offsets", "quiet_internal_failures",
+           "describe_topic", "log_offsets", "producer_epoch", "quiet_internal_failures",
            "stable_committed_offsets", "transactional_producer"]
 
 RebalanceListener = ConsumerRebalanceListener
@@ -137,6 +137,16 @@ def quiet_internal_failures(loop: asyncio.AbstractEventLoop) -> None:
         loop.default_exception_handler(context)
 
     loop.set_exception_handler(handler)
+
+
+def producer_epoch(producer: AIOKafkaProducer) -> int:
+    """The epoch ``init_transactions`` gave a started transactional producer.
+
+    Each producer started with a transactional id gets a higher epoch than the ones it
+    fenced, so it orders the runs that used the id.
+    """
+    epoch: int = producer._txn_manager.producer_epoch
+    return epoch
 
 
 async def log_offsets(settings: KafkaSettings, partitions: list[TopicPartition],

@@ -3,8 +3,9 @@
 Every transaction carries its records and, through ``send_offsets_to_transaction``, the
 checkpoint (eventvault.replay.checkpoint); both become visible together or not at all. Before
 each commit, the transaction's map from source to target offsets is written to
-``_replays/<id>/offsets/<n>.parquet``; files numbered past the committed transaction count are
-ignored and overwritten.
+``_replays/<id>/offsets/<n>-<producer epoch>.parquet``; files numbered past the committed
+transaction count are ignored, and of several files of one number the highest epoch's counts
+(eventvault.replay.report).
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ class ReplayProducer:
         self.next_offsets = dict(prepared.checkpoint.next_offsets)
         self.place = partitioner(self.plan.target, self.info.partitions)
         self.producer = producer  # started by fencing_producer()
+        self.epoch = kafka.producer_epoch(producer)  # names this run's offset-map files
         self.transaction = _Transaction()
         self.records = 0  # appended by this run (what pacing counts)
         self.nbytes = 0
@@ -229,7 +231,7 @@ class ReplayProducer:
             return
         rows = await self._offset_map_rows()
         number = self.transactions + 1
-        self.storage.put(replay_key(self.plan.replay_id, map_file(number)),
+        self.storage.put(replay_key(self.plan.replay_id, map_file(number, self.epoch)),
                          fmt.encode_rows(fmt.OFFSET_MAP_SCHEMA, rows))
         await self._commit_checkpoint(number)
         self.transactions = number  # only now: a failed commit's map file is not counted

@@ -3,7 +3,7 @@
 Stored as ``_replays/<id>/report.json`` next to the plan. Counts come from the offset map
 files of committed transactions (listed in the report; a file of a transaction that was not
 committed may sit next to them), so a report after resumes covers every run. The map itself
-(``_replays/<id>/offsets/*.parquet``: source_partition, source_offset, target_partition,
+(``_replays/<id>/offsets/<n>-<epoch>.parquet``: source_partition, source_offset, target_partition,
 target_offset) translates consumer-group offsets from the source topic to the target.
 """
 
@@ -22,22 +22,43 @@ from eventvault.replay.prepare import Prepared
 from eventvault.storage import Storage
 
 
-def map_file(number: int) -> str:
-    """The offset map file of transaction ``number`` (1, 2, ...), under ``_replays/<id>/``."""
-    return f"offsets/{number:08d}.parquet"
+def map_file(number: int, epoch: int) -> str:
+    """Transaction ``number``'s offset map (1, 2, ...) by the run of producer ``epoch``.
+
+    A name under ``_replays/<id>/``.
+    """
+    return f"offsets/{number:08d}-{epoch:05d}.parquet"
+
+
+def _map_files(storage: Storage, replay_id: str) -> dict[int, str]:
+    """Transaction number -> the key of its map file written by the latest run.
+
+    The latest run is the one of the highest producer epoch; files without an epoch (written
+    by an older eventvault) count as epoch -1.
+    """
+    latest: dict[int, tuple[int, str]] = {}
+    for key in storage.list(replay_key(replay_id, "offsets/")):
+        number, _, epoch = key.rsplit("/", 1)[-1].removesuffix(".parquet").partition("-")
+        if number.isdigit() and (epoch.isdigit() or not epoch):
+            found = (int(epoch) if epoch else -1, key)
+            latest[int(number)] = max(latest.get(int(number), found), found)
+    return {number: key for number, (_, key) in sorted(latest.items())}
 
 
 def offset_map(storage: Storage, replay_id: str, transactions: int) -> tuple[pa.Table, list[str]]:
     """The offset map of the first ``transactions`` committed transactions, and its files.
 
     A file numbered past ``transactions`` belongs to a transaction that was not committed.
+    Of several files of one number, the committed one is the latest run's: a run fences every
+    earlier one before it reads the progress, so no earlier run commits a number it writes,
+    while a fenced run's hung upload may still land after it.
     """
     tables, names = [], []
-    for key in sorted(storage.list(replay_key(replay_id, "offsets/"))):
-        number = key.rsplit("/", 1)[-1].removesuffix(".parquet")
-        if number.isdigit() and int(number) <= transactions:
+    prefix = replay_key(replay_id, "")
+    for number, key in _map_files(storage, replay_id).items():
+        if number <= transactions:
             tables.append(fmt.decode_rows(fmt.OFFSET_MAP_SCHEMA, storage.get(key)))
-            names.append(map_file(int(number)))
+            names.append(key.removeprefix(prefix))
     table = pa.concat_tables(tables) if tables else fmt.OFFSET_MAP_SCHEMA.empty_table()
     return table, names
 
@@ -48,9 +69,7 @@ def committed_in_storage(storage: Storage, replay_id: str) -> int:
     The stored report's count; and ``n - 1`` for a map file ``n``, which a run writes only
     after transaction ``n - 1`` was committed (a run starts after the committed checkpoint).
     """
-    numbers = [int(name) for key in storage.list(replay_key(replay_id, "offsets/"))
-               if (name := key.rsplit("/", 1)[-1].removesuffix(".parquet")).isdigit()]
-    proven = max(numbers, default=1) - 1
+    proven = max(_map_files(storage, replay_id), default=1) - 1
     key = replay_key(replay_id, "report.json")
     if storage.exists(key):
         proven = max(proven, int(json.loads(storage.get(key)).get("transactions", 0)))

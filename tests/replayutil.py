@@ -109,14 +109,15 @@ def replay(bootstrap: str, url: str, *args: str, cwd: Path,
     return res.returncode, report, res.stderr
 
 
-def offset_map(archive: Path, replay_id: str, transactions: int) -> dict[tuple[int, int],
-                                                                        tuple[int, int]]:
+def offset_map(archive: Path, report: dict[str, Any]) -> dict[tuple[int, int],
+                                                              tuple[int, int]]:
     """(target partition, target offset) -> (source partition, source offset) from the map
-    files of the first ``transactions`` transactions of a replay stored under ``archive``."""
+    files a replay's report lists (those of its committed transactions), under ``archive``."""
+    files = report["offset_map_files"]
+    assert len(files) == report["transactions"], files
     found: dict[tuple[int, int], tuple[int, int]] = {}
-    for number in range(1, transactions + 1):
-        rows = pq.read_table(archive / "_replays" / replay_id / "offsets"
-                             / f"{number:08d}.parquet").to_pylist()
+    for name in files:
+        rows = pq.read_table(archive / "_replays" / report["replay_id"] / name).to_pylist()
         for row in rows:
             where = (row["target_partition"], row["target_offset"])
             assert where not in found, f"target offset {where} mapped twice"
@@ -124,12 +125,12 @@ def offset_map(archive: Path, replay_id: str, transactions: int) -> dict[tuple[i
     return found
 
 
-def assert_offset_map_matches(archive: Path, replay_id: str, transactions: int,
-                              target: list[Read], source: list[Read] | None = None) -> None:
+def assert_offset_map_matches(archive: Path, report: dict[str, Any], target: list[Read],
+                              source: list[Read] | None = None) -> None:
     """The replay's offset map is the target as kcat reads it: every committed target record
     at its mapped (partition, offset), from the mapped source record (its provenance, and with
     ``source`` its key, value and timestamp), and nothing else."""
-    mapping = offset_map(archive, replay_id, transactions)
+    mapping = offset_map(archive, report)
     at = {(r.partition, r.offset): r for r in target}
     assert sorted(mapping) == sorted(at), (
         f"map-only {sorted(set(mapping) - set(at))[:5]}, "

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -23,6 +24,7 @@ from eventvault.replay.checkpoint import group_id
 from eventvault.replay.prepare import read_checkpoint
 from eventvault.settings import KafkaSettings
 from tests.cliutil import start_cli
+from tests.faulty_s3 import FaultyS3
 from tests.kafkautil import Rec, create_topic
 from tests.replayutil import archived_topic, assert_offset_map_matches, kcat_read, replay
 
@@ -80,8 +82,7 @@ def test_kill_9_and_resume_is_exactly_once(kafka_bootstrap: str, tmp_path: Path)
     stored = json.loads((tmp_path / "arch" / "_replays" / replay_id / "report.json").read_text())
     assert stored["records"] == N
     assert sum(row["records"] for row in stored["partitions"]) == N
-    assert_offset_map_matches(tmp_path / "arch", replay_id, stored["transactions"], target,
-                              kcat_read(kafka_bootstrap, src))
+    assert_offset_map_matches(tmp_path / "arch", stored, target, kcat_read(kafka_bootstrap, src))
 
 
 def _source_and_target(bootstrap: str, url: str, n: int, partitions: int, *,
@@ -156,8 +157,7 @@ def test_two_runs_of_one_replay_id_deliver_exactly_once(kafka_bootstrap: str,
     report = json.loads((archive / "_replays" / replay_id / "report.json").read_text())
     assert report["status"] == "completed"
     assert report["records"] == n
-    assert_offset_map_matches(archive, replay_id, report["transactions"], target,
-                              kcat_read(kafka_bootstrap, src))
+    assert_offset_map_matches(archive, report, target, kcat_read(kafka_bootstrap, src))
 
 
 def _committed(bootstrap: str, replay_id: str, topic: str, partitions: int) -> int:
@@ -173,9 +173,9 @@ def _stop_between_map_and_commit(proc: subprocess.Popen[Any], archive: Path, rep
     until the stop lands in that window (checked against the checkpoint in Kafka)."""
     for _ in range(40):
         number = _map_files(archive, replay_id) + 1
-        path = archive / "_replays" / replay_id / "offsets" / f"{number:08d}.parquet"
+        offsets = archive / "_replays" / replay_id / "offsets"
         deadline = time.monotonic() + 30
-        while not path.exists():
+        while not any(offsets.glob(f"{number:08d}-*.parquet")):
             assert proc.poll() is None, "the replay ended before the window was hit"
             assert time.monotonic() < deadline, f"no offset map file {number}"
         os.kill(proc.pid, signal.SIGSTOP)
@@ -212,18 +212,18 @@ def test_a_failed_replay_reports_only_committed_transactions(kafka_bootstrap: st
     report = json.loads((archive / "_replays" / replay_id / "report.json").read_text())
     assert report["status"] == "failed"
     assert report["transactions"] == number - 1
-    assert report["offset_map_files"] == [f"offsets/{i:08d}.parquet" for i in range(1, number)]
+    assert [name[:16] for name in report["offset_map_files"]] == [
+        f"offsets/{i:08d}" for i in range(1, number)]
     target = kcat_read(kafka_bootstrap, dst)
     assert report["records"] == len(target) == (number - 1) * 20
-    assert_offset_map_matches(archive, replay_id, number - 1, target)
+    assert_offset_map_matches(archive, report, target)
     code, report, err = replay(kafka_bootstrap, url, "--resume", replay_id, cwd=tmp_path, env=env)
     assert code == 0, err
     assert report is not None
     target = kcat_read(kafka_bootstrap, dst)
     assert sorted(r.source for r in target) == sorted((i % 2, i // 2) for i in range(n))
     assert report["records"] == n
-    assert_offset_map_matches(archive, replay_id, report["transactions"], target,
-                              kcat_read(kafka_bootstrap, src))
+    assert_offset_map_matches(archive, report, target, kcat_read(kafka_bootstrap, src))
 
 
 def _set_config(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
@@ -283,8 +283,8 @@ def test_kill_between_offset_map_and_commit_then_resume(kafka_bootstrap: str,
     finally:
         if proc.poll() is None:
             proc.kill()
-    killed_map = (archive / "_replays" / replay_id / "offsets" / f"{number:08d}.parquet")
-    assert killed_map.exists()
+    killed_maps = list((archive / "_replays" / replay_id / "offsets").glob(f"{number:08d}-*"))
+    assert len(killed_maps) == 1
     assert _committed(kafka_bootstrap, replay_id, dst, 2) == number - 1  # the window was hit
     assert len(kcat_read(kafka_bootstrap, dst)) == (number - 1) * 25
     code, report, err = replay(kafka_bootstrap, url, "--resume", replay_id, cwd=tmp_path, env=env)
@@ -295,9 +295,58 @@ def test_kill_between_offset_map_and_commit_then_resume(kafka_bootstrap: str,
     assert set(counts) == {(i % 2, i // 2) for i in range(n)}
     assert max(counts.values()) == 1
     assert report["records"] == n
-    assert f"offsets/{number:08d}.parquet" in report["offset_map_files"]
-    assert_offset_map_matches(archive, replay_id, report["transactions"], target,
-                              kcat_read(kafka_bootstrap, src))
+    # the resume wrote transaction `number` again, under its own name, and reports that one
+    assert f"offsets/{killed_maps[0].name}" not in report["offset_map_files"]
+    assert any(name.startswith(f"offsets/{number:08d}-") for name in report["offset_map_files"])
+    assert_offset_map_matches(archive, report, target, kcat_read(kafka_bootstrap, src))
+
+
+def test_a_zombies_late_offset_map_put_does_not_replace_the_committed_one(
+        kafka_bootstrap: str, s3_endpoint: str, s3_bucket: str, tmp_path: Path) -> None:
+    """A run whose offset-map upload hangs (S3) is fenced meanwhile by a --resume that
+    commits the same transaction number; the hung upload lands afterwards. The report must
+    still list the map of the committed transaction, not the zombie's aborted one."""
+    url = f"s3://{s3_bucket}/arch"
+    n = 3000
+    src, dst, env = _source_and_target(kafka_bootstrap, url, n, 2, transaction_records=50,
+                                       endpoint=s3_endpoint)
+    proxy = FaultyS3(s3_endpoint, rate=0.0, methods=("PUT",)).start()
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    try:
+        zombie = start_cli("replay", "--topic", src, "--target", dst, "--rate", "500",
+                           env={**env, "EVENTVAULT_STORAGE__ENDPOINT_URL": proxy.endpoint_url},
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+
+        def maps() -> list[str]:
+            listed = client.list_objects_v2(Bucket=s3_bucket, Prefix="arch/_replays/")
+            return [o["Key"] for o in listed.get("Contents", []) if "/offsets/" in o["Key"]]
+
+        _wait_for("a few transactions", lambda: len(maps()) >= 3)
+        replay_id = maps()[0].split("/")[2]
+        proxy.hold()  # the zombie's next map upload hangs, after its records were acked
+        _wait_for("a held upload", lambda: proxy.held >= 1)
+        code, _, err = replay(kafka_bootstrap, url, "--resume", replay_id, cwd=tmp_path,
+                              env={**env, "EVENTVAULT_STORAGE__ENDPOINT_URL": s3_endpoint})
+        assert code == 0, err
+        proxy.release()  # the zombie's upload lands now, after the resume committed
+        _, zombie_err = zombie.communicate(timeout=120)
+    finally:
+        proxy.release()
+        proxy.stop()
+    assert zombie.returncode == 6, zombie_err
+    assert proxy.answers[200] >= 1  # the late upload was stored
+    copy = tmp_path / "copy"
+    for key in [o["Key"] for o in client.list_objects_v2(
+            Bucket=s3_bucket, Prefix=f"arch/_replays/{replay_id}/")["Contents"]]:
+        local = copy / key.removeprefix("arch/")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(client.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
+    stored = json.loads((copy / "_replays" / replay_id / "report.json").read_text())
+    assert stored["status"] == "completed"
+    target = kcat_read(kafka_bootstrap, dst)
+    assert sorted(r.source for r in target) == sorted((i % 2, i // 2) for i in range(n))
+    assert_offset_map_matches(copy, stored, target, kcat_read(kafka_bootstrap, src))
 
 
 def _delete_group(bootstrap: str, group: str) -> None:
