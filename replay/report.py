@@ -76,14 +76,12 @@ def committed_in_storage(storage: Storage, replay_id: str) -> int:
     return proven
 
 
-def reported_later(storage: Storage, replay_id: str, run_started: str) -> bool:
-    """Whether a run of the replay that started after ``run_started`` has stored its report."""
+def reported_later(storage: Storage, replay_id: str, epoch: int) -> bool:
+    """Whether a later run of the replay (a higher producer ``epoch``) stored its report."""
     key = replay_key(replay_id, "report.json")
     if not storage.exists(key):
         return False
-    stored = json.loads(storage.get(key)).get("run_started")
-    return stored is not None and datetime.fromisoformat(stored) > datetime.fromisoformat(
-        run_started)
+    return int(json.loads(storage.get(key)).get("producer_epoch", -1)) > epoch
 
 
 def _mapping(table: pa.Table) -> list[dict[str, int]]:
@@ -102,11 +100,11 @@ def _mapping(table: pa.Table) -> list[dict[str, int]]:
 
 
 def build_report(storage: Storage, prepared: Prepared, status: str, delivered: int,
-                 seconds: float, transactions: int, run_started: str = "") -> dict[str, Any]:
+                 seconds: float, transactions: int, epoch: int = -1) -> dict[str, Any]:
     """The report of ``prepared``: stored after a run, only returned after a dry run.
 
     ``transactions``: how many the replay has committed in all runs so far (their map files
-    are listed); ``run_started``: when this run started (ISO-8601).
+    are listed); ``epoch``: this run's producer epoch.
     """
     plan = prepared.plan
     report: dict[str, Any] = {
@@ -125,7 +123,7 @@ def build_report(storage: Storage, prepared: Prepared, status: str, delivered: i
             "partitions": _mapping(table),
             "offset_map": f"{storage.url}/{replay_key(plan.replay_id, 'offsets/')}",
             "offset_map_files": files,
-            "run_started": run_started, "finished": datetime.now(UTC).isoformat(),
+            "producer_epoch": epoch, "finished": datetime.now(UTC).isoformat(),
         })
         storage.put(replay_key(plan.replay_id, "report.json"),
                     json.dumps(report, indent=2).encode())

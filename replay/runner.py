@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from eventvault import kafka
@@ -78,7 +77,7 @@ async def _produce(settings: Settings, prepared: Prepared, storage: Storage, sou
     if not resume:
         store_plan(storage, plan)
     spec = settings.archive.event_time_spec(plan.selection.topic)
-    started, run_started = time.monotonic(), datetime.now(UTC).isoformat()
+    started = time.monotonic()
     total = sum(s.records for s in prepared.summary)
     with ProgressBar(description="replay", total=total) as bar:
         producer = ReplayProducer(settings, prepared, storage, source, spec, pacing, bar,
@@ -86,7 +85,8 @@ async def _produce(settings: Settings, prepared: Prepared, storage: Storage, sou
 
         def report(status: str) -> dict[str, Any]:
             return build_report(storage, prepared, status, producer.delivered,
-                                time.monotonic() - started, producer.transactions, run_started)
+                                time.monotonic() - started, producer.transactions,
+                                producer.epoch)
 
         try:
             await producer.run()
@@ -95,7 +95,7 @@ async def _produce(settings: Settings, prepared: Prepared, storage: Storage, sou
             raise
         except FencedError:
             # fenced by a newer run: its report, once stored, is the one that counts
-            if not reported_later(storage, plan.replay_id, run_started):
+            if not reported_later(storage, plan.replay_id, producer.epoch):
                 report("failed")
             raise
     return report("completed")
