@@ -31,7 +31,7 @@ from eventvault.replay.errors import FencedError, RejectedError
 from eventvault.replay.partitioning import partitioner
 from eventvault.replay.plan import provenance
 from eventvault.replay.prepare import Prepared
-from eventvault.replay.report import map_file
+from eventvault.replay.report import FIRST_COMMIT, map_file
 from eventvault.replay.source import Source
 from eventvault.settings import Settings
 from eventvault.storage import Storage
@@ -235,6 +235,8 @@ class ReplayProducer:
                          fmt.encode_rows(fmt.OFFSET_MAP_SCHEMA, rows))
         await self._commit_checkpoint(number)
         self.transactions = number  # only now: a failed commit's map file is not counted
+        if number == 1:  # a map file 2 or a report proves the later commits
+            self.storage.put(replay_key(self.plan.replay_id, FIRST_COMMIT), b"{}")
         self.delivered += self.transaction.records
         self.transaction = _Transaction()
         await self.producer.begin_transaction()

@@ -21,6 +21,9 @@ from eventvault.layout import replay_key
 from eventvault.replay.prepare import Prepared
 from eventvault.storage import Storage
 
+FIRST_COMMIT = "first-commit.json"
+"""Written (under ``_replays/<id>/``) once the replay's first transaction is committed."""
+
 
 def map_file(number: int, epoch: int) -> str:
     """Transaction ``number``'s offset map (1, 2, ...) by the run of producer ``epoch``.
@@ -66,10 +69,13 @@ def offset_map(storage: Storage, replay_id: str, transactions: int) -> tuple[pa.
 def committed_in_storage(storage: Storage, replay_id: str) -> int:
     """How many transactions the replay's stored files prove it committed.
 
-    The stored report's count; and ``n - 1`` for a map file ``n``, which a run writes only
-    after transaction ``n - 1`` was committed (a run starts after the committed checkpoint).
+    The stored report's count; ``n - 1`` for a map file ``n``, which a run writes only after
+    transaction ``n - 1`` was committed (a run starts after the committed checkpoint); and 1
+    once :data:`FIRST_COMMIT` exists.
     """
     proven = max(_map_files(storage, replay_id), default=1) - 1
+    if proven < 1 and storage.exists(replay_key(replay_id, FIRST_COMMIT)):
+        proven = 1
     key = replay_key(replay_id, "report.json")
     if storage.exists(key):
         proven = max(proven, int(json.loads(storage.get(key)).get("transactions", 0)))

@@ -393,3 +393,31 @@ def test_resume_refuses_when_kafka_lost_the_progress(kafka_bootstrap: str,
         assert "holds progress for 0" in err, err
         assert kcat_read(kafka_bootstrap, dst) == delivered, proof
         report_file.unlink(missing_ok=True)  # the offset map alone proves transactions 1 and 2
+
+
+def test_resume_refuses_when_kafka_lost_the_progress_of_its_first_transaction(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Killed after committing its first transaction, before a second map file or a report
+    exist: storage still proves the commit, so --resume after the group's offsets are gone
+    refuses instead of producing that transaction again."""
+    url, archive = f"file://{tmp_path}/arch", tmp_path / "arch"
+    src, dst, env = _source_and_target(kafka_bootstrap, url, 200, 2, transaction_records=10)
+    proc = _start(["--topic", src, "--target", dst, "--rate", "5"], env, tmp_path)
+    try:
+        _wait_for("the plan", lambda: any(archive.glob("_replays/*/plan.json")))
+        replay_id = next(archive.glob("_replays/*/plan.json")).parent.name
+        _wait_for("the first commit", lambda: _committed(kafka_bootstrap, replay_id, dst, 2) == 1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _map_files(archive, replay_id) == 1  # one map file, no report: only the first commit
+    assert not (archive / "_replays" / replay_id / "report.json").exists()
+    delivered = kcat_read(kafka_bootstrap, dst)
+    assert len(delivered) == 10
+    _delete_group(kafka_bootstrap, group_id(replay_id))
+    code, _, err = replay(kafka_bootstrap, url, "--resume", replay_id, cwd=tmp_path, env=env)
+    assert code == 6, err
+    assert f"replay {replay_id} committed at least 1 transactions" in err, err
+    assert kcat_read(kafka_bootstrap, dst) == delivered
