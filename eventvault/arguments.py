@@ -7,12 +7,13 @@ the top parser and dispatches.
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 from eventvault.errors import ConfigError
 from eventvault.settings import Settings, load_settings
-from eventvault.times import parse_time
+from eventvault.times import micros, parse_time
 
 
 class Parser(argparse.ArgumentParser):
@@ -48,3 +49,44 @@ def settings_for(args: argparse.Namespace, **updates: dict[str, Any]) -> Setting
     return load_settings(config, **{
         section: {**getattr(settings, section).model_dump(), **values}
         for section, values in updates.items()})
+
+
+def key_argument(text: str) -> bytes:
+    """A ``--key`` argument: UTF-8 text, or ``hex:`` followed by hex digits."""
+    if not text.startswith("hex:"):
+        return text.encode()
+    try:
+        return bytes.fromhex(text[4:])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not hex: followed by pairs of hex digits") from None
+
+
+def positive_number(text: str) -> float:
+    """A number above zero (a rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"want a number above 0, got {text!r}")
+    return value
+
+
+def natural_number(text: str) -> int:
+    """A whole number, 0 or more (a partition, an offset, a limit)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"want a whole number, 0 or more, got {text!r}")
+    return value
+
+
+def time_range(start: datetime | None, end: datetime | None) -> tuple[int | None, int | None]:
+    """``--start`` and ``--end`` as µs since the epoch; refused unless start is before end."""
+    if start is not None and end is not None and start >= end:
+        raise ConfigError(f"--start {start.isoformat()} is not before --end {end.isoformat()} "
+                          f"(--end is exclusive)", setting="--start")
+    return (None if start is None else micros(start)), (None if end is None else micros(end))

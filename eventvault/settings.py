@@ -162,7 +162,18 @@ class ReplaySettings(_Section):
     target: KafkaSettings | None = None  # another cluster; default: the [kafka] one
     transaction_records: int = Field(50_000, gt=0)
     transaction_bytes: int = Field(64 << 20, gt=0)
+    # a transaction is committed once open this long, so that slow (paced) replays never
+    # reach the broker's transaction timeout, which aborts it (at most half that timeout)
+    transaction_seconds: float = Field(30.0, gt=0)
+    transaction_timeout_ms: int = Field(120_000, ge=1000)  # the producer's transaction.timeout.ms
     batch_bytes: int = Field(1 << 20, ge=1024)
+
+    @model_validator(mode="after")
+    def _check(self) -> ReplaySettings:
+        if self.transaction_seconds * 1000 > self.transaction_timeout_ms / 2:
+            raise ValueError(f"transaction_seconds ({self.transaction_seconds}) must be at most "
+                             f"half of transaction_timeout_ms ({self.transaction_timeout_ms})")
+        return self
 
 
 class SubjectSettings(_Section):

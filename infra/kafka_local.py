@@ -152,6 +152,9 @@ def _properties(port: int, cport: int, log_dir: Path) -> str:
         "offsets.topic.num.partitions=4",
         "transaction.state.log.replication.factor=1",
         "transaction.state.log.min.isr=1",
+        # abort transactions past their timeout within a second (default 10 s): replay tests
+        # use short transaction timeouts
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms=1000",
         "group.initial.rebalance.delay.ms=0",
         "auto.create.topics.enable=false",
         # Archives must accept any timestamp a producer may send (year 9999 included).

@@ -137,6 +137,25 @@ def test_show_prints_records_for_people(kafka_bootstrap: str, tmp_path: Path) ->
     assert res.stderr.startswith("eventvault: error: topic no.such.topic is not in the archive")
 
 
+def test_show_refuses_nonsensical_arguments_in_one_line(kafka_bootstrap: str,
+                                                        tmp_path: Path) -> None:
+    """--start after --end, a key that is not hex, a negative limit: exit 2, one line."""
+    url = f"file://{tmp_path}/arch"
+    topic, _ = _archive(kafka_bootstrap, url)
+    env = {"EVENTVAULT_STORAGE__URL": url}
+    for args, says in [
+            (["--start", "2026-01-02T00:00Z", "--end", "2026-01-01T00:00Z"], "is not before --end"),
+            (["--start", "2026-01-01T00:00Z", "--end", "2026-01-01T00:00Z"], "is not before --end"),
+            (["--key", "hex:zz"], "'hex:zz' is not hex: followed by pairs of hex digits"),
+            (["--limit", "-1"], "want a whole number"),
+            (["--partition", "-2"], "want a whole number")]:
+        res = run_cli("show", topic, *args, env=env, cwd=tmp_path)
+        assert res.returncode == 2, (args, res.stderr)
+        assert res.stderr.count("\n") == 1, res.stderr
+        assert res.stderr.startswith("eventvault: error: "), res.stderr
+        assert says in res.stderr, res.stderr
+
+
 def test_show_selects_a_json_time_topic_by_its_event_time(kafka_bootstrap: str,
                                                           tmp_path: Path) -> None:
     """--start/--end are event times, as for replay: the JSON field, not the record timestamp."""

@@ -10,14 +10,20 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from eventvault.arguments import add_storage_url, settings_for, time_argument
+from eventvault.arguments import (
+    add_storage_url,
+    key_argument,
+    natural_number,
+    settings_for,
+    time_argument,
+    time_range,
+)
 from eventvault.errors import ConfigError
 from eventvault.layout import file_refs, topic_prefix
 from eventvault.query.selection import Selection, event_time_within, offset_ranges, select_files
-from eventvault.query.show import parse_key_argument, render, show_sql
+from eventvault.query.show import render, show_sql
 from eventvault.query.sql import file_urls
 from eventvault.storage import open_storage
-from eventvault.times import micros
 
 
 def add_parsers(sub: Any) -> None:
@@ -35,10 +41,10 @@ def add_parsers(sub: Any) -> None:
     show.add_argument("--start", type=time_argument,
                       help="event time, ISO-8601 (UTC if no offset), inclusive")
     show.add_argument("--end", type=time_argument, help="event time, ISO-8601, exclusive")
-    show.add_argument("--partition", type=int, action="append", default=[])
-    show.add_argument("--key", action="append", default=[],
+    show.add_argument("--partition", type=natural_number, action="append", default=[])
+    show.add_argument("--key", type=key_argument, action="append", default=[],
                       help="UTF-8 key, or hex: followed by hex digits (repeatable)")
-    show.add_argument("--limit", type=int, default=50)
+    show.add_argument("--limit", type=natural_number, default=50)
     add_storage_url(show)
 
 
@@ -60,14 +66,14 @@ def run_show(args: argparse.Namespace) -> int:
     """Run ``eventvault show``: the selected records, oldest first."""
     from eventvault.query import engine  # noqa: PLC0415  (duckdb loads only for this command)
 
+    start_us, end_us = time_range(args.start, args.end)
     settings = settings_for(args)
     refs = file_refs(open_storage(settings.storage).list(topic_prefix(args.topic)))
     if not refs:
         raise ConfigError(f"topic {args.topic} is not in the archive at {settings.storage.url}",
                           setting="topic")
-    start_us, end_us = (None if t is None else micros(t) for t in (args.start, args.end))
     selection = Selection(args.topic, start_us, end_us, partitions=tuple(args.partition),
-                          keys=tuple(parse_key_argument(k) for k in args.key))
+                          keys=tuple(args.key))
     spec = settings.archive.event_time_spec(args.topic)
     record_time = spec.field is None
     files = select_files(refs, selection, record_time)
