@@ -97,6 +97,9 @@ class StorageSettings(_Section):
         if scheme == "s3" and not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
                                            self.url):
             raise ValueError(f"storage.url {self.url!r} does not name an S3 bucket")
+        if self.endpoint_url is not None and not re.match(r"^https?://[^/\s]+", self.endpoint_url):
+            raise ValueError(f"storage.endpoint_url {self.endpoint_url!r} is not an http:// or "
+                             "https:// URL")
         if self.sse == "aws:kms" and not self.sse_kms_key_id:
             raise ValueError("storage.sse = 'aws:kms' needs storage.sse_kms_key_id")
         return self

@@ -24,6 +24,7 @@ from tests.kafkautil import Rec, create_topic, produce, read_archive
     ({"EVENTVAULT_ARCHIVE__TOPICS": "not-json"}, [], "archive.topics"),
     ({"EVENTVAULT_STORAGE__URL": "gs://bucket"}, [], "storage.url"),
     ({"EVENTVAULT_STORAGE__SSE": "aws:kms"}, [], "storage.sse_kms_key_id"),
+    ({"EVENTVAULT_STORAGE__ENDPOINT_URL": "127.0.0.1:9000"}, [], "storage.endpoint_url"),
     ({"EVENTVAULT_KAFKA__SECURITY_PROTOCOL": "SASL_SSL"}, [], "kafka.sasl_username"),
     ({"EVENTVAULT_ARCHIVE__TOPICS_REGEX": "("}, [], "archive.topics_regex"),
     ({"EVENTVAULT_ARCHIVE__NO_SUCH": "1"}, [], "archive.no_such"),

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import duckdb
 import pyarrow as pa
 
-from eventvault.errors import QueryError
+from eventvault.errors import EventVaultError, QueryError, StorageError
 from eventvault.layout import LEDGER
 from eventvault.query import timeprune
 from eventvault.query.sql import quote_literal, setup_sql
@@ -52,6 +52,10 @@ def setup(storage: StorageSettings, *, for_print: bool = False,
     key_id, secret = (None, None)
     if storage.is_s3 and not for_print:
         key_id, secret = s3_credentials(storage)
+        if not (key_id and secret):
+            raise StorageError(f"S3 {storage.url}: no credentials (set storage.access_key_id "
+                               "and storage.secret_access_key, AWS_ACCESS_KEY_ID and "
+                               "AWS_SECRET_ACCESS_KEY, or an AWS profile)", url=storage.url)
     elif storage.is_s3 and storage.access_key_id:
         key_id = storage.access_key_id  # printed with a placeholder for the secret
     return setup_sql(storage, topics, httpfs_path() if storage.is_s3 else None, key_id, secret,
@@ -75,12 +79,34 @@ def connect(storage: StorageSettings, topics: Sequence[str] | None = None, *,
         for statement in setup(storage, topics=topics):
             con.execute(statement)
     except duckdb.Error as exc:
-        raise QueryError(f"cannot open the archive at {storage.url}: {exc}") from exc
+        con.close()
+        raise failure(exc, f"cannot open the archive at {storage.url}: ") from exc
     return con
 
 
-def _first_line(exc: duckdb.Error) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+_REMOTE = re.compile(r"s3://|https?://|connection|resolve host", re.IGNORECASE)
+_S3_CODE = re.compile(r"^\w+: \S.*$")
+
+
+def failure(exc: Exception, context: str = "") -> EventVaultError:
+    """DuckDB's error as one line: a StorageError (exit 3) if reading S3 failed, else a QueryError.
+
+    Reading S3 failed when httpfs answered an HTTP error or could not connect.
+
+    httpfs's message spans lines; S3's error code (``AccessDenied: Access Denied``, on a line
+    of its own) is kept, the hints and the SQL excerpt after it are not. Arrow batch readers
+    pass DuckDB's errors on as Arrow errors with the same text.
+    """
+    text = str(exc)
+    lines = text.splitlines()
+    message = context + (lines[0] if lines else type(exc).__name__)
+    if isinstance(exc, duckdb.HTTPException) or text.startswith("HTTP Error") or (
+            (isinstance(exc, duckdb.IOException) or text.startswith("IO Error"))
+            and _REMOTE.search(text)):
+        codes = [line for line in lines[1:4] if _S3_CODE.match(line)]
+        return StorageError(message + (f" ({codes[0]})" if codes else ""),
+                            retriable=not text.startswith("HTTP Error"))
+    return QueryError(message)
 
 
 def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any], *,
@@ -89,17 +115,16 @@ def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any], *,
     try:
         return con.execute(sql, params).fetchall()
     except duckdb.Error as exc:
-        raise QueryError(f"{context}{_first_line(exc)}") from exc
+        raise failure(exc, context) from exc
 
 
 def record_batches(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any], rows: int, *,
                    context: str = "") -> Iterator[pa.RecordBatch]:
     """The rows of a parameterised query as Arrow batches of at most ``rows`` rows."""
     try:
-        reader = con.execute(sql, params).fetch_record_batch(rows)
-    except duckdb.Error as exc:
-        raise QueryError(f"{context}{_first_line(exc)}") from exc
-    yield from reader
+        yield from con.execute(sql, params).fetch_record_batch(rows)
+    except (duckdb.Error, pa.ArrowException) as exc:  # reading a batch reads files too
+        raise failure(exc, context) from exc
 
 
 _EXPLAIN = re.compile(r"\s*EXPLAIN(\s+ANALYZE)?\s+", re.IGNORECASE)
@@ -164,7 +189,7 @@ def run(storage: StorageSettings, sql: str, fmt: Format, output: Path | None,
     try:
         _write(con, sql, fmt, output)
     except duckdb.Error as exc:
-        raise QueryError(_first_line(exc)) from exc
+        raise failure(exc) from exc
     finally:
         con.close()
 
