@@ -31,6 +31,27 @@ def time_argument(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def positive_int(text: str) -> int:
+    """A whole number above 0."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {number})")
+    return number
+
+
+def output_path(text: str) -> Path:
+    """A file to write: its folder must exist, and it must not be a folder itself."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory")
+    if not path.absolute().parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{path.absolute().parent} is not a directory")
+    return path
+
+
 def add_storage_url(parser: argparse.ArgumentParser) -> None:
     """The ``--storage-url`` option every archive-reading command takes."""
     parser.add_argument("--storage-url", help="overrides storage.url")

@@ -3,7 +3,8 @@
 Errors print one line, ``eventvault: error: ...``, and exit with the error's code: 2 for bad
 arguments or configuration, 3 storage, 4 Kafka, 5 archive state, 6 replay refused by its
 preflight, 7 records refused by the replay's target, 8 erasure or retention incomplete (a
-verification failed, a deadline passed), 1 otherwise.
+verification failed, a deadline passed), 1 otherwise; 130 on Ctrl-C. README.md lists each
+command's codes.
 """
 
 from __future__ import annotations

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from pathlib import Path
 from typing import Any
 
-from eventvault.arguments import add_storage_url, settings_for, time_argument
+from eventvault.arguments import (
+    add_storage_url,
+    output_path,
+    positive_int,
+    settings_for,
+    time_argument,
+)
 from eventvault.errors import ConfigError
 from eventvault.layout import file_refs, topic_prefix
 from eventvault.query.selection import Selection, event_time_within, offset_ranges, select_files
@@ -26,7 +31,8 @@ def add_parsers(sub: Any) -> None:
                            "and `events` over all")
     query.add_argument("sql", nargs="?", help="the SQL to run")
     query.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
-    query.add_argument("--output", type=Path, metavar="PATH", help="write here, not stdout")
+    query.add_argument("--output", type=output_path, metavar="PATH",
+                       help="write here, not stdout")
     add_storage_url(query)
     query.add_argument("--print-setup", action="store_true",
                        help="print the SQL that gives the plain duckdb CLI the same views")
@@ -38,7 +44,7 @@ def add_parsers(sub: Any) -> None:
     show.add_argument("--partition", type=int, action="append", default=[])
     show.add_argument("--key", action="append", default=[],
                       help="UTF-8 key, or hex: followed by hex digits (repeatable)")
-    show.add_argument("--limit", type=int, default=50)
+    show.add_argument("--limit", type=positive_int, default=50)
     add_storage_url(show)
 
 
@@ -46,6 +52,8 @@ def run_query(args: argparse.Namespace) -> int:
     """Run ``eventvault query``."""
     from eventvault.query import engine  # noqa: PLC0415  (duckdb loads only for this command)
 
+    if args.format == "parquet" and args.output is None and not args.print_setup:
+        raise ConfigError("--format parquet needs --output PATH", setting="arguments")
     settings = settings_for(args)
     if args.print_setup:
         print("\n".join(engine.setup(settings.storage, for_print=True)))

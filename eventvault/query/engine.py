@@ -17,7 +17,7 @@ from typing import Any, Literal
 import duckdb
 import pyarrow as pa
 
-from eventvault.errors import EventVaultError, QueryError, StorageError
+from eventvault.errors import ConfigError, EventVaultError, QueryError, StorageError
 from eventvault.layout import LEDGER
 from eventvault.query import timeprune
 from eventvault.query.sql import quote_literal, setup_sql
@@ -189,7 +189,11 @@ def run(storage: StorageSettings, sql: str, fmt: Format, output: Path | None,
     try:
         _write(con, sql, fmt, output)
     except duckdb.Error as exc:
+        if output is not None and f'"{output}"' in str(exc):  # DuckDB could not write there
+            raise ConfigError(f"--output {output}: {failure(exc)}", setting="--output") from exc
         raise failure(exc) from exc
+    except OSError as exc:
+        raise ConfigError(f"--output {output}: {exc.strerror}", setting="--output") from exc
     finally:
         con.close()
 
@@ -209,7 +213,7 @@ def _write(con: duckdb.DuckDBPyConnection, sql: str, fmt: Format, output: Path |
             sys.stdout.write(text)
         return
     if fmt == "parquet" and output is None:
-        raise QueryError("--format parquet needs --output PATH")
+        raise ConfigError("--format parquet needs --output PATH", setting="arguments")
     target = str(output) if output else "/dev/stdout"
     options = {"csv": "FORMAT csv, HEADER true", "json": "FORMAT json",
                "parquet": "FORMAT parquet, COMPRESSION zstd"}[fmt]
