@@ -28,6 +28,8 @@ from tests.kafkautil import Rec, create_topic, produce, read_archive
     ({"EVENTVAULT_KAFKA__SECURITY_PROTOCOL": "SASL_SSL"}, [], "kafka.sasl_username"),
     ({"EVENTVAULT_ARCHIVE__TOPICS_REGEX": "("}, [], "archive.topics_regex"),
     ({"EVENTVAULT_ARCHIVE__NO_SUCH": "1"}, [], "archive.no_such"),
+    ({"EVENTVAULT_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, ["--topic", "a"],
+     "did you mean EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS?"),
     ({}, ["--config", "/nonexistent.toml"], "--config"),
     ({}, ["--bogus"], "unrecognized arguments"),
     ({}, ["--storage-url", "gs://bucket"], "storage.url"),
