@@ -53,7 +53,7 @@ def test_unknown_environment_variables_are_refused(name: str, closest: str, tmp_
         load_settings()
     assert f"unknown environment variable {name}" in str(raised.value)
     assert str(raised.value).endswith(f"did you mean {closest}?")
-    assert raised.value.setting == name
+    assert raised.value.attrs["setting"] == name
 
 
 def test_every_valid_environment_variable_is_accepted(tmp_path: Path,
