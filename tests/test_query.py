@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -101,6 +104,52 @@ def test_print_setup_gives_plain_duckdb_the_same_views(kafka_bootstrap: str,
     for statement in res.stdout.splitlines():
         con.execute(statement)
     assert con.sql(f"select count(*) from {quote_ident(topic)}").fetchone() == (len(produced),)
+
+
+PLAIN_DUCKDB = """
+import sys
+
+import duckdb
+
+con = duckdb.connect()
+con.execute(sys.stdin.read())
+con.execute(f"COPY ({sys.argv[1]}) TO '{sys.argv[2]}' (FORMAT json)")
+"""
+# A process that imports only duckdb, without AWS_* variables: the printed setup is all it has.
+
+
+def test_print_setup_on_s3_works_in_plain_duckdb_row_by_row(kafka_bootstrap: str,
+                                                            s3_endpoint: str, s3_bucket: str,
+                                                            tmp_path: Path) -> None:
+    url = f"s3://{s3_bucket}/archive"
+    topic, produced = _archive(kafka_bootstrap, url, s3_endpoint)
+    env = {"EVENTVAULT_STORAGE__URL": url, "EVENTVAULT_STORAGE__ENDPOINT_URL": s3_endpoint}
+    hidden = run_cli("query", "--print-setup", env=env, cwd=tmp_path)
+    assert hidden.returncode == 0, hidden.stderr
+    secret = os.environ["AWS_SECRET_ACCESS_KEY"]
+    assert f"SECRET '{secret}'" not in hidden.stdout
+    assert "SECRET '<secret access key" in hidden.stdout
+    assert "credential_chain" not in hidden.stdout
+    shown = run_cli("query", "--print-setup", "--show-secrets", env=env, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert f"SECRET '{secret}'" in shown.stdout
+    plain_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "EVENTVAULT_"))}
+    columns = ('topic, partition, "offset", timestamp, timestamp_type, hex(key) AS k, '
+               "hex(value) AS v, key_text, value_text, value_json, headers, date, hour")
+    for sql in [f'SELECT {columns} FROM {quote_ident(topic)} ORDER BY partition, "offset"',
+                f"SELECT {columns} FROM events WHERE topic = '{topic}' AND timestamp >= "
+                f"'2026-01-01 01:00:00' ORDER BY partition, \"offset\""]:
+        ours, theirs = tmp_path / "ours.json", tmp_path / "theirs.json"
+        res = run_cli("query", sql, "--format", "json", "--output", str(ours), env=env,
+                      cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        plain = subprocess.run([sys.executable, "-c", PLAIN_DUCKDB, sql, str(theirs)],
+                               input=shown.stdout, env=plain_env, capture_output=True,
+                               text=True, timeout=120, check=False)
+        assert plain.returncode == 0, plain.stderr
+        our_rows = [json.loads(line) for line in ours.read_text().splitlines()]
+        assert len(our_rows) == len(produced) - ("01:00" in sql)
+        assert our_rows == [json.loads(line) for line in theirs.read_text().splitlines()]
 
 
 def test_bad_sql_is_duckdbs_message_and_exit_1(tmp_path: Path) -> None:

@@ -36,6 +36,9 @@ def add_parsers(sub: Any) -> None:
     add_storage_url(query)
     query.add_argument("--print-setup", action="store_true",
                        help="print the SQL that gives the plain duckdb CLI the same views")
+    query.add_argument("--show-secrets", action="store_true",
+                       help="with --print-setup: print the S3 secret access key (and session "
+                       "token), not a placeholder")
     show = sub.add_parser("show", help="print a topic's archived records for people")
     show.add_argument("topic")
     show.add_argument("--start", type=time_argument,
@@ -52,11 +55,14 @@ def run_query(args: argparse.Namespace) -> int:
     """Run ``eventvault query``."""
     from eventvault.query import engine  # noqa: PLC0415  (duckdb loads only for this command)
 
+    if args.show_secrets and not args.print_setup:
+        raise ConfigError("--show-secrets goes with --print-setup", setting="arguments")
     if args.format == "parquet" and args.output is None and not args.print_setup:
         raise ConfigError("--format parquet needs --output PATH", setting="arguments")
     settings = settings_for(args)
     if args.print_setup:
-        print("\n".join(engine.setup(settings.storage, for_print=True)))
+        print("\n".join(engine.setup(settings.storage, for_print=True,
+                                     show_secrets=args.show_secrets)))
         return 0
     if not args.sql:
         raise ConfigError("give the SQL to run, or --print-setup", setting="arguments")

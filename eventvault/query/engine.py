@@ -20,7 +20,7 @@ import pyarrow as pa
 from eventvault.errors import ConfigError, EventVaultError, QueryError, StorageError
 from eventvault.layout import LEDGER
 from eventvault.query import timeprune
-from eventvault.query.sql import quote_literal, setup_sql
+from eventvault.query.sql import LOAD_COMMENT, S3Access, quote_literal, setup_sql
 from eventvault.settings import ArchiveSettings, StorageSettings
 from eventvault.storage import open_storage
 from eventvault.storage.s3 import s3_credentials
@@ -38,28 +38,40 @@ def httpfs_path() -> str:
     return str(files[-1])
 
 
-def setup(storage: StorageSettings, *, for_print: bool = False,
+def setup(storage: StorageSettings, *, for_print: bool = False, show_secrets: bool = False,
           topics: Sequence[str] | None = None) -> list[str]:
     """The setup statements for ``storage``'s archive.
 
     ``topics``: listed if not given; ``()`` for no views at all (not even the ledger's).
+    ``for_print``: for the plain duckdb CLI, with comments, and with the S3 secret only if
+    ``show_secrets``.
     """
     ledger = False
     if topics is None or len(topics):
         archive = open_storage(storage)
         topics = archive.topics() if topics is None else topics
         ledger = next(iter(archive.list(LEDGER)), None) is not None
-    key_id, secret = (None, None)
-    if storage.is_s3 and not for_print:
-        key_id, secret = s3_credentials(storage)
-        if not (key_id and secret):
+    access = None
+    if storage.is_s3:
+        access = S3Access(*s3_credentials(storage), reveal=show_secrets or not for_print)
+        if not (access.key_id and access.secret) and not for_print:
             raise StorageError(f"S3 {storage.url}: no credentials (set storage.access_key_id "
                                "and storage.secret_access_key, AWS_ACCESS_KEY_ID and "
                                "AWS_SECRET_ACCESS_KEY, or an AWS profile)", url=storage.url)
-    elif storage.is_s3 and storage.access_key_id:
-        key_id = storage.access_key_id  # printed with a placeholder for the secret
-    return setup_sql(storage, topics, httpfs_path() if storage.is_s3 else None, key_id, secret,
-                     ledger)
+    statements = setup_sql(storage, topics, httpfs_path() if storage.is_s3 else None, access,
+                           ledger)
+    if for_print and access is not None:
+        notes = [LOAD_COMMENT]
+        if not access.key_id:
+            notes.append("-- no S3 credentials in the settings or the environment: fill in "
+                         "KEY_ID and SECRET")
+        statements[:1] = [*notes, statements[0]]
+    if for_print:  # as eventvault query prints times
+        statements.insert(0, _UTC)
+    return statements
+
+
+_UTC = "SET TimeZone = 'UTC';"
 
 
 def connect(storage: StorageSettings, topics: Sequence[str] | None = None, *,
@@ -72,7 +84,7 @@ def connect(storage: StorageSettings, topics: Sequence[str] | None = None, *,
     con = duckdb.connect(config={"autoinstall_known_extensions": False,
                                  "autoload_known_extensions": False})
     try:
-        con.execute("SET TimeZone = 'UTC'")  # times print in UTC, whatever the machine's zone
+        con.execute(_UTC)  # times print in UTC, whatever the machine's zone
         if memory_limit:
             con.execute(f"SET memory_limit = {quote_literal(memory_limit)}")
             con.execute("SET preserve_insertion_order = true")

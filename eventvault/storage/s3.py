@@ -14,7 +14,7 @@ import hashlib
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -275,16 +275,28 @@ def s3_client(settings: StorageSettings) -> S3Client:
         raise StorageError(f"S3 {settings.url}: {exc}", url=settings.url) from exc
 
 
-def s3_credentials(settings: StorageSettings) -> tuple[str | None, str | None]:
-    """The access key id and secret that eventvault uses: from settings, else boto3's chain."""
-    if settings.access_key_id:
-        secret = settings.secret_access_key
-        return settings.access_key_id, secret.get_secret_value() if secret else None
+class Credentials(NamedTuple):
+    """What DuckDB needs to read S3 as eventvault does."""
+
+    key_id: str | None
+    secret: str | None
+    token: str | None  # temporary credentials (a role, SSO) have a session token
+    region: str | None
+
+
+def s3_credentials(settings: StorageSettings) -> Credentials:
+    """The credentials and region eventvault uses: from settings, else boto3's chain."""
     try:
-        found = boto3.Session().get_credentials()
+        session = boto3.Session()
+        region = settings.region or session.region_name
+        if settings.access_key_id:
+            secret = settings.secret_access_key
+            return Credentials(settings.access_key_id,
+                               secret.get_secret_value() if secret else None, None, region)
+        found = session.get_credentials()
+        frozen = found.get_frozen_credentials() if found else None
     except BotoCoreError as exc:
         raise StorageError(f"S3 {settings.url}: {exc}", url=settings.url) from exc
-    if found is None:
-        return None, None
-    frozen = found.get_frozen_credentials()
-    return frozen.access_key, frozen.secret_key
+    if frozen is None:
+        return Credentials(None, None, None, region)
+    return Credentials(frozen.access_key, frozen.secret_key, frozen.token, region)
