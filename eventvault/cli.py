@@ -32,11 +32,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = Parser(prog="eventvault", description="Archive Kafka topics to Parquet, "
-                    "query them with DuckDB, replay them.")
-    parser.add_argument("--config", type=Path, help="TOML settings file (default: "
-                        "./eventvault.toml if present)")
+                    "query them with DuckDB, replay them, erase data subjects and apply "
+                    "retention. `eventvault COMMAND --help` describes each command.")
+    parser.add_argument("--config", type=Path, metavar="PATH",
+                        help="TOML settings file (default: the file EVENTVAULT_CONFIG names, "
+                        "else ./eventvault.toml if present)")
     parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="the least severe JSON log lines written to stderr")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     archive_command.add_parser(sub)
     query_commands.add_parsers(sub)

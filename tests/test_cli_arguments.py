@@ -1,13 +1,15 @@
-"""Argument errors are exit 2 in every command; every command's exit codes are documented."""
+"""Argument errors are exit 2 in every command; exit codes, options, defaults and where settings
+come from are documented (README, --help)."""
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
 import pytest
 
-from eventvault.cli import COMMANDS
+from eventvault.cli import COMMANDS, build_parser
 from tests.cliutil import run_cli
 from tests.kafkautil import REPO
 
@@ -65,3 +67,35 @@ def test_readme_lists_every_commands_exit_codes() -> None:
         listed = {int(code) for code in codes.split(",")}
         assert {0, 1, 2, 3} <= listed, command  # any command can meet these
     assert {6, 7} <= {int(c) for c in table["replay"].split(",")}
+
+
+def _parsers() -> dict[str, argparse.ArgumentParser]:
+    top = build_parser()
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    return {"eventvault": top, **sub.choices}
+
+
+def test_every_parser_is_in_the_help() -> None:
+    assert set(_parsers()) == {"eventvault", *COMMANDS}
+
+
+@pytest.mark.parametrize("name", ["eventvault", *COMMANDS])
+def test_help_describes_every_option_and_its_default(name: str) -> None:
+    parser = _parsers()[name]
+    text = " ".join(parser.format_help().split())  # argparse wraps lines anywhere
+    assert parser.description, f"{name} has no description"
+    for where in ("EVENTVAULT_CONFIG", "./eventvault.toml", "EVENTVAULT_<SECTION>__<KEY>",
+                  "two underscores", "exit codes"):
+        assert where in text, f"{name}'s help does not say {where}"
+    for action in parser._actions:
+        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+            continue
+        label = "/".join(action.option_strings) or action.dest
+        assert action.help, f"{name} {label} has no help"
+        default = action.default
+        if action.required or "default" in action.help or "required" in action.help:
+            continue  # a positional, or said in words
+        assert default is not None, f"{name} {label}: the help says nothing of its default"
+        shown = {False: "off", (): "none"}.get(default if default not in ([],) else (),
+                                                default)
+        assert f"default: {shown}" in text, f"{name} {label}: default {default!r} not shown"
