@@ -39,12 +39,24 @@ class JsonFormatter(logging.Formatter):
         out: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
-            "event": record.getMessage(),
+            "event": _message(record),
         }
         out.update(getattr(record, "fields", {}))
         if record.exc_info:
             out["error"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
+
+
+def _message(record: logging.LogRecord) -> str:
+    """The record's message, an exception without text shown by its class name.
+
+    aiokafka logs a connection that timed out with asyncio's TimeoutError, whose text is empty.
+    """
+    args = record.args
+    if isinstance(args, tuple) and any(isinstance(a, BaseException) and not str(a) for a in args):
+        return str(record.msg) % tuple(
+            type(a).__name__ if isinstance(a, BaseException) and not str(a) else a for a in args)
+    return record.getMessage()
 
 
 class _Transient(logging.Filter):

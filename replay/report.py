@@ -67,7 +67,7 @@ def build_report(storage: Storage, prepared: Prepared, status: str, delivered: i
         report.update({
             "transactions": transactions, "records": table.num_rows,
             "partitions": _mapping(table),
-            "offset_map": f"{storage.url}/{replay_key(plan.replay_id, 'offsets/')}",
+            "offset_map": f"{storage.url.rstrip('/')}/{replay_key(plan.replay_id, 'offsets/')}",
             "finished": datetime.now(UTC).isoformat(),
         })
         storage.put(replay_key(plan.replay_id, "report.json"),
