@@ -16,6 +16,8 @@ from typing import Any
 from prometheus_client import Counter, Gauge, start_http_server
 from tqdm import tqdm
 
+from eventvault.errors import EventVaultError
+
 log = logging.getLogger("eventvault")
 
 RECORDS = Counter("eventvault_records_archived", "Records written to archive files", ["topic"])
@@ -43,8 +45,20 @@ class JsonFormatter(logging.Formatter):
         }
         out.update(getattr(record, "fields", {}))
         if record.exc_info:
-            out["error"] = self.formatException(record.exc_info)
+            out["error"] = _error(record.exc_info, self.formatException)
         return json.dumps(out, default=str)
+
+
+def _error(exc_info: Any, traceback: Any) -> str:
+    """An expected failure (an EventVaultError) as its one line, anything else as a traceback.
+
+    aiokafka logs what a rebalance listener raised with its traceback; for eventvault's own
+    errors the line is all a user needs, and the CLI prints it again as it exits.
+    """
+    error = exc_info[1] if isinstance(exc_info, tuple) else None
+    if isinstance(error, EventVaultError):
+        return f"{type(error).__name__}: {error}"
+    return str(traceback(exc_info))
 
 
 def _message(record: logging.LogRecord) -> str:

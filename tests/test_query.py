@@ -29,6 +29,7 @@ RECORDS = [
     Rec(1, None, b"\xff\xfe not utf-8", (), 1_767_229_200_000),
     Rec(0, b"order-1", None, (), 1_767_232_800_000),
     Rec(1, b"\x00bin", b"[1, 2]", (("dup", None), ("dup", b"x")), 1_767_232_800_001),
+    Rec(0, b"\xc3\x28", b"plain text, not JSON", (), 1_767_232_800_002),  # key not UTF-8
 ]
 
 
@@ -64,11 +65,47 @@ def _check(topic: str, produced: Produced, env: dict[str, str], tmp_path: Path) 
     assert "OrderPlaced" in by_type
     assert {r["date"] for r in rows} == {"2026-01-01"}
     assert {r["hour"] for r in rows} == {"0", "1", "2"}
+    _check_convenience_columns(topic, produced, env, tmp_path)
     res = run_cli("query", "select topic, count(*) n from events group by all", "--format",
                   "json", env=env, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     lines = [json.loads(line) for line in res.stdout.splitlines()]
     assert {"topic": topic, "n": len(produced)} in lines
+
+
+def _text(data: bytes | None) -> str | None:
+    try:
+        return None if data is None else data.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _json(text: str | None) -> object:
+    try:
+        return None if text is None else json.loads(text)
+    except ValueError:
+        return None
+
+
+def _check_convenience_columns(topic: str, produced: Produced, env: dict[str, str],
+                               tmp_path: Path) -> None:
+    """key_text, value_text: NULL where not UTF-8; value_json: NULL where not JSON."""
+    sql = (f'select partition, "offset", key_text, value_text, value_json '
+           f'from {quote_ident(topic)} order by partition, "offset"')
+    res = run_cli("query", sql, "--format", "json", env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(rows) == len(produced)
+    for row in rows:
+        rec = produced[(row["partition"], row["offset"])]
+        assert row["key_text"] == _text(rec.key)
+        assert row["value_text"] == _text(rec.value)
+        assert row["value_json"] == _json(_text(rec.value))
+    # every case is there: non-UTF-8 key and value, UTF-8 that is not JSON, JSON, null
+    assert {None, "order-1"} <= {row["key_text"] for row in rows}
+    assert sum(row["value_text"] is None for row in rows) == 2  # not UTF-8, and a tombstone
+    assert "plain text, not JSON" in {row["value_text"] for row in rows}
+    assert [1, 2] in [row["value_json"] for row in rows]
 
 
 def test_query_local(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -83,7 +120,7 @@ def test_query_local(kafka_bootstrap: str, tmp_path: Path) -> None:
     assert pq.read_table(out).num_rows == len(produced)
     table = run_cli("query", f"select count(*) as n from {quote_ident(topic)}", env=env,
                     cwd=tmp_path)
-    assert re.search(r"│\s+4\s+│", table.stdout), table.stdout
+    assert re.search(rf"│\s+{len(produced)}\s+│", table.stdout), table.stdout
 
 
 def test_query_s3_through_httpfs(kafka_bootstrap: str, s3_endpoint: str, s3_bucket: str,
