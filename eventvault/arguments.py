@@ -24,8 +24,16 @@ refused by its preflight, 7 records refused by a replay's target, 8 erasure or r
 incomplete, 1 anything else (see README.md)."""
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Help that says each option's default and marks required options; epilogs keep lines."""
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that says each option's default and marks required options.
+
+    A description or epilog written in lines keeps them; one written as one line is wrapped.
+    """
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""

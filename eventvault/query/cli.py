@@ -24,13 +24,14 @@ from eventvault.query.sql import file_urls
 from eventvault.storage import open_storage
 from eventvault.times import micros
 
-QUERY_HELP = """Run DuckDB SQL over the archive. Each topic is a view named after it (quote it:
-"shop.orders"), `events` spans all topics, `maintenance_ledger` holds erasure and retention
-runs; views add key_text, value_text (NULL where not UTF-8) and value_json (NULL where not
-JSON). Filters on timestamp also prune the date/hour files read."""
-SHOW_HELP = """Print a topic's archived records in order, with partition, offset, time, key and
-headers, the value pretty-printed when it is JSON (hex otherwise). Times are event times,
-selected as replay selects them."""
+QUERY_HELP = ("Run DuckDB SQL over the archive. Each topic is a view named after it (quote "
+              'it: "shop.orders"), `events` spans all topics, `maintenance_ledger` holds '
+              "erasure and retention runs; views add key_text, value_text (NULL where not "
+              "UTF-8) and value_json (NULL where not JSON). Filters on timestamp also prune "
+              "the date/hour files read.")
+SHOW_HELP = ("Print a topic's archived records in order, with partition, offset, time, key and "
+             "headers, the value pretty-printed when it is JSON (hex otherwise). Times are "
+             "event times, selected as replay selects them.")
 
 
 def add_parsers(sub: Any) -> None:
