@@ -3,7 +3,8 @@
 Errors print one line, ``eventvault: error: ...``, and exit with the error's code: 2 for bad
 arguments or configuration, 3 storage, 4 Kafka, 5 archive state (``verify``: not exact), 6
 replay refused by its preflight, 7 records refused by the replay's target, 8 erasure or
-retention incomplete (a verification failed, a deadline passed), 1 otherwise.
+retention incomplete (a verification failed, a deadline passed), 1 otherwise; 130 on Ctrl-C.
+README.md lists each command's codes.
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = Parser(prog="eventvault", description="Archive Kafka topics to Parquet, "
-                    "query them with DuckDB, replay them.")
-    parser.add_argument("--config", type=Path, help="TOML settings file (default: "
-                        "./eventvault.toml if present)")
+                    "query them with DuckDB, replay them, erase data subjects and apply "
+                    "retention. `eventvault COMMAND --help` describes each command.")
+    parser.add_argument("--config", type=Path, metavar="PATH",
+                        help="TOML settings file (default: the file EVENTVAULT_CONFIG names, "
+                        "else ./eventvault.toml if present)")
     parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="the least severe JSON log lines written to stderr")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     archive_command.add_parser(sub)
     query_commands.add_parsers(sub)

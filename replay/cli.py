@@ -11,11 +11,11 @@ from typing import Any
 
 from eventvault.arguments import (
     add_storage_url,
+    add_time_range,
     key_argument,
     natural_number,
     positive_number,
     settings_for,
-    time_argument,
     time_range,
 )
 from eventvault.errors import ConfigError
@@ -51,35 +51,47 @@ def _pmap(text: str) -> tuple[tuple[int, int], ...]:
 
 def add_parser(sub: Any) -> None:
     """The ``replay`` subcommand's arguments."""
-    rep = sub.add_parser("replay", help="stream archived records back onto a topic, exactly once")
-    rep.add_argument("--topic", help="the archived source topic")
-    rep.add_argument("--target", help="the topic to produce to (may be the source topic)")
-    rep.add_argument("--start", type=time_argument, help="event time (ISO-8601), inclusive")
-    rep.add_argument("--end", type=time_argument, help="event time (ISO-8601), exclusive")
+    rep = sub.add_parser(
+        "replay", help="stream archived records back onto a topic, exactly once",
+        description="Produce a selection of the archive onto a topic in transactions, exactly "
+        "once for read_committed consumers, resumable with --resume after a crash "
+        "(docs/REPLAY.md). A preflight refuses what the target would reject or delete.")
+    rep.add_argument("--topic", help="the archived source topic (required unless --resume)")
+    rep.add_argument("--target", help="the topic to produce to, which must exist (may be the "
+                     "source topic; required unless --resume)")
+    add_time_range(rep)
     rep.add_argument("--partition", type=natural_number, action="append", default=[],
-                     help="source partition (repeatable)")
+                     help="source partition (repeatable; default: all)")
     rep.add_argument("--from-offset", type=_offset, action="append", default=[],
-                     metavar="[P:]N", help="first source offset, inclusive (repeatable)")
+                     metavar="[P:]N", help="first source offset, inclusive (repeatable; "
+                     "default: the first archived)")
     rep.add_argument("--to-offset", type=_offset, action="append", default=[],
-                     metavar="[P:]N", help="last source offset, exclusive (repeatable)")
+                     metavar="[P:]N", help="last source offset, exclusive (repeatable; "
+                     "default: the last archived)")
     rep.add_argument("--key", type=key_argument, action="append", default=[],
-                     help="key, UTF-8 or hex:... (repeatable)")
+                     help="key, UTF-8 or hex:... (repeatable; default: any key)")
     rep.add_argument("--where", help="DuckDB predicate over the archive's columns, "
-                     "e.g. \"value_json->>'$.type' = 'OrderPaid'\"")
-    rep.add_argument("--partitioning", choices=["preserve", "key", "map"], default="preserve")
-    rep.add_argument("--partition-map", type=_pmap, default=(), metavar="SRC:DST,...")
+                     "e.g. \"value_json->>'$.type' = 'OrderPaid'\" (default: every record)")
+    rep.add_argument("--partitioning", choices=["preserve", "key", "map"], default="preserve",
+                     help="target partition: the source's, by key hash, or --partition-map")
+    rep.add_argument("--partition-map", type=_pmap, default=(), metavar="SRC:DST,...",
+                     help="source to target partitions, with --partitioning map")
     rep.add_argument("--no-provenance", action="store_true",
                      help="do not add eventvault.replay.id / eventvault.source.* headers")
-    rep.add_argument("--timestamp", choices=["original", "now"], default="original")
+    rep.add_argument("--timestamp", choices=["original", "now"], default="original",
+                     help="the records' timestamps: as archived, or the time of producing")
     rep.add_argument("--dry-run", action="store_true",
                      help="print what would be replayed and the preflight; produce nothing")
     rep.add_argument("--force", action="store_true",
                      help="replay despite retention or LogAppendTime warnings")
-    rep.add_argument("--rate", type=positive_number, help="at most this many records/s")
+    rep.add_argument("--rate", type=positive_number,
+                     help="at most this many records/s (default: unpaced)")
     rep.add_argument("--rate-bytes", type=positive_number,
-                     help="at most this many key+value bytes/s")
-    rep.add_argument("--resume", metavar="ID", help="go on with replay ID from its progress")
-    rep.add_argument("--output", choices=["text", "json"], default="text")
+                     help="at most this many key+value bytes/s (default: unpaced)")
+    rep.add_argument("--resume", metavar="ID", help="go on with replay ID from its progress "
+                     "(default: a new replay)")
+    rep.add_argument("--output", choices=["text", "json"], default="text",
+                     help="format of the report on stdout")
     add_storage_url(rep)
 
 

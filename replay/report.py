@@ -127,7 +127,7 @@ def build_report(storage: Storage, prepared: Prepared, status: str, delivered: i
         report.update({
             "transactions": transactions, "records": table.num_rows,
             "partitions": _mapping(table),
-            "offset_map": f"{storage.url}/{replay_key(plan.replay_id, 'offsets/')}",
+            "offset_map": f"{storage.url.rstrip('/')}/{replay_key(plan.replay_id, 'offsets/')}",
             "offset_map_files": files,
             "producer_epoch": epoch, "finished": datetime.now(UTC).isoformat(),
         })
