@@ -27,6 +27,7 @@ from eventvault import kafka, observe
 from eventvault.archiver import adoption
 from eventvault.archiver.adoption import partition_name
 from eventvault.archiver.batching import Limits, PartitionState
+from eventvault.errors import EventVaultError
 from eventvault.kafka import TopicPartition
 from eventvault.progress import Progress, encode_progress, spec_hash
 from eventvault.settings import ArchiveSettings, KafkaSettings
@@ -141,6 +142,7 @@ class Membership(kafka.RebalanceListener):  # type: ignore[misc]
         epochs = {tp: self.epochs[tp] for tp in tps}
         found = await adoption.committed_progress(self.kafka_settings,
                                                   self.archive_settings.group_id, tps)
+        await adoption.refuse_lost_progress(self.storage, found, tps)
         starts, ends = await kafka.log_offsets(self.kafka_settings, sorted(tps),
                                                self.archive_settings.isolation_level)
         if self.once:
@@ -186,6 +188,8 @@ class Membership(kafka.RebalanceListener):  # type: ignore[misc]
         except Exception as exc:  # aiokafka would only log it: end the run instead
             self.fatal = exc
             self.stopping.set()
-            raise
+            if not isinstance(exc, EventVaultError):  # expected: the run's one error line
+                raise
+            return
         observe.event("partitions assigned",
                       partitions=sorted(partition_name(tp) for tp in assigned))

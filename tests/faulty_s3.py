@@ -1,11 +1,12 @@
 """An HTTP proxy in front of the S3 server that injects S3's failures on purpose.
 
 Real HTTP on 127.0.0.1: boto3 talks to the proxy as it would to S3. A chosen share of requests
-is answered with 503 SlowDown or 500 InternalError (S3's XML error bodies) or has its connection
-dropped, before (``when="before"``) or after (``"after"``: the write happened, the answer is
-lost) forwarding to the real server. ``hold()`` makes requests wait in the proxy, their
-bodies read, until ``release()``: a client killed meanwhile leaves them behind, and they reach
-the server late, as the uploads of a zombie would.
+(of ``methods``, whose path contains ``paths``) is answered with 503 SlowDown, 500 InternalError
+or 403 AccessDenied (S3's XML error bodies) or has its connection dropped, before
+(``when="before"``) or after (``"after"``: the write happened, the answer is lost) forwarding
+to the real server. ``hold()`` makes requests wait in the proxy, their bodies read, until
+``release()``: a client killed meanwhile leaves them behind, and they reach the server late, as
+the uploads of a zombie would.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 _ERRORS = {
+    403: b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
     503: b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
     500: b"<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message>"
          b"</Error>",
@@ -30,11 +32,13 @@ class FaultyS3:
 
     def __init__(self, upstream: str, rate: float, methods: tuple[str, ...] = ("PUT", "POST"),
                  seed: int = 7,
-                 faults: tuple[str, ...] = ("503", "500", "reset-before", "reset-after")) -> None:
+                 faults: tuple[str, ...] = ("503", "500", "reset-before", "reset-after"),
+                 paths: str = "") -> None:
         self.upstream = urlsplit(upstream)
         self.rate = rate
         self.faults = faults
         self.methods = methods
+        self.paths = paths
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.injected: Counter[str] = Counter()
@@ -57,8 +61,8 @@ class FaultyS3:
                     with proxy.lock:
                         proxy.held += 1
                     proxy.released.wait()
-                fault = proxy._pick(self.command)
-                if fault in ("503", "500"):
+                fault = proxy._pick(self.command) if proxy.paths in self.path else None
+                if fault in ("503", "500", "403"):
                     data = _ERRORS[int(fault)]
                     self.send_response(int(fault))
                     self.send_header("Content-Type", "application/xml")
