@@ -27,6 +27,7 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConfigParseError,
+    EndpointConnectionError,
     NoCredentialsError,
     PartialCredentialsError,
     ProfileNotFound,
@@ -72,6 +73,7 @@ class S3Storage:
         self.bytes_read = 0
         self.retries = 0  # requests this module's loop retried (botocore retries none)
         self._abandoned = threading.Event()
+        self._reached = False  # whether any request got an answer: an endpoint never reached
         self._extra: dict[str, Any] = {}
         if settings.sse:
             self._extra["ServerSideEncryption"] = settings.sse
@@ -278,9 +280,12 @@ class S3Storage:
         attempts = self.settings.max_attempts
         for attempt in range(1, attempts + 1):
             try:
-                return call()
+                answer = call()
             except (ClientError, BotoCoreError) as exc:
-                retriable = _retriable(exc)
+                self._reached = self._reached or isinstance(exc, ClientError)
+                # An endpoint never reached is a wrong setting, not a brown-out: fail at once.
+                retriable = _retriable(exc) and (
+                    self._reached or not isinstance(exc, EndpointConnectionError))
                 if attempt == attempts or not retriable or self._abandoned.is_set():
                     why = " (stopping: retries abandoned)" if self._abandoned.is_set() else ""
                     raise StorageError(f"S3 {self.url}{key}: {_cause(exc)}{why}", url=self.url,
@@ -294,6 +299,9 @@ class S3Storage:
                     raise StorageError(f"S3 {self.url}{key}: {_cause(exc)} (stopping: retries "
                                        "abandoned)", url=self.url, key=key,
                                        retriable=True) from exc
+            else:
+                self._reached = True
+                return answer
         raise AssertionError("unreachable")
 
 
