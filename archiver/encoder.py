@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from eventvault import format as fmt
+from eventvault import observe
 from eventvault.archiver.batching import PartitionState, Roll
 from eventvault.layout import FileRef
 from eventvault.storage import Storage
@@ -25,12 +26,24 @@ def write_file(storage: Storage, roll: Roll, zstd_level: int) -> int:
     """
     cut = roll.cut
     key = FileRef(roll.topic, cut.hour, roll.partition, cut.first, cut.last).key
-    if roll.rebuilt and (not len(roll.cols) or storage.exists(key)):
+    if roll.rebuilt and not len(roll.cols):
+        return 0  # a recorded cut whose records are all gone (compaction): no file
+    if roll.rebuilt and storage.exists(key):
+        _rebuilt(roll, key, already_written=True)
         return 0  # the file of a recorded cut that is already durable stays as written
     data = fmt.encode(fmt.to_table(roll.cols), zstd_level=zstd_level, metadata={
         "topic": roll.topic, "partition": str(roll.partition),
         "first_offset": str(cut.first), "last_offset": str(cut.last)})
-    return len(data) if storage.create(key, data) else 0
+    created = storage.create(key, data)
+    if roll.rebuilt:
+        _rebuilt(roll, key, already_written=not created)
+    return len(data) if created else 0
+
+
+def _rebuilt(roll: Roll, key: str, *, already_written: bool) -> None:
+    """Log a recorded cut rebuilt after a restart: its file found written, or written now."""
+    observe.event("recorded cut rebuilt", topic=roll.topic, partition=roll.partition, file=key,
+                  records=len(roll.cols), already_written=already_written)
 
 
 class Writer:

@@ -209,6 +209,8 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
                                   cut=[r.cut.first, r.cut.last], records=len(r.cols),
                                   position=position, next_offset=state.next_offset)
                 rolls += passed
+                if (rewind := state.take_rewind()) is not None:  # a rebuild pass is over:
+                    self.consumer.seek(tp, rewind)  # read what it skipped
         return rolls
 
     def _relieve_memory(self) -> list[Roll]:
@@ -379,7 +381,7 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
     async def _bounded_run_done(self) -> bool:
         """Whether a ``once`` run has read every assigned partition to its end offset."""
         for tp, state in self.states.items():
-            if tp in self.done:
+            if tp in self.done or state.deferred:  # records skipped by a rebuild pass come again
                 continue
             end = self.ends.get(tp, 0)
             if state.next_offset >= end or await self.consumer.position(tp) >= end:

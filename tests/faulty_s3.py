@@ -16,7 +16,7 @@ import socket
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 _ERRORS = {
     503: b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
@@ -41,6 +41,7 @@ class FaultyS3:
         self.released = threading.Event()
         self.released.set()
         self.held = 0
+        self.held_paths: list[str] = []  # paths (bucket/key) of the requests held, in order
         self.answers: Counter[int] = Counter()  # statuses of requests that were held
         proxy = self
 
@@ -56,6 +57,7 @@ class FaultyS3:
                 if held:
                     with proxy.lock:
                         proxy.held += 1
+                        proxy.held_paths.append(unquote(urlsplit(self.path).path))
                     proxy.released.wait()
                 fault = proxy._pick(self.command)
                 if fault in ("503", "500"):
