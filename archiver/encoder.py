@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from eventvault import format as fmt
 from eventvault import observe
 from eventvault.archiver.batching import PartitionState, Roll
+from eventvault.errors import AccessDenied
 from eventvault.layout import FileRef
 from eventvault.storage import Storage
 
@@ -28,7 +29,7 @@ def write_file(storage: Storage, roll: Roll, zstd_level: int) -> int:
     key = FileRef(roll.topic, cut.hour, roll.partition, cut.first, cut.last).key
     if roll.rebuilt and not len(roll.cols):
         return 0  # a recorded cut whose records are all gone (compaction): no file
-    if roll.rebuilt and storage.exists(key):
+    if roll.rebuilt and _known(storage, key):
         _rebuilt(roll, key, already_written=True)
         return 0  # the file of a recorded cut that is already durable stays as written
     data = fmt.encode(fmt.to_table(roll.cols), zstd_level=zstd_level, metadata={
@@ -38,6 +39,19 @@ def write_file(storage: Storage, roll: Roll, zstd_level: int) -> int:
     if roll.rebuilt:
         _rebuilt(roll, key, already_written=not created)
     return len(data) if created else 0
+
+
+def _known(storage: Storage, key: str) -> bool:
+    """Whether an object is known to be at ``key``.
+
+    S3 answers a HEAD of a missing key with 403 to a role without ``s3:ListBucket``: that is
+    "not known", and the conditional create that follows settles it (a real denial fails
+    there, as a StorageError).
+    """
+    try:
+        return storage.exists(key)
+    except AccessDenied:
+        return False
 
 
 def _rebuilt(roll: Roll, key: str, *, already_written: bool) -> None:

@@ -6,6 +6,10 @@ dropped, before (``when="before"``) or after (``"after"``: the write happened, t
 lost) forwarding to the real server. ``hold()`` makes requests wait in the proxy, their
 bodies read, until ``release()``: a client killed meanwhile leaves them behind, and they reach
 the server late, as the uploads of a zombie would.
+
+Permissions, as S3 enforces them: ``deny_missing_heads`` answers a HEAD of a missing key with 403
+(what S3 answers a role without ``s3:ListBucket``), ``deny`` answers the methods it names with
+403 AccessDenied (a role without the permission).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
 _ERRORS = {
+    403: b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
     503: b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
     500: b"<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message>"
          b"</Error>",
@@ -30,8 +35,11 @@ class FaultyS3:
 
     def __init__(self, upstream: str, rate: float, methods: tuple[str, ...] = ("PUT", "POST"),
                  seed: int = 7,
-                 faults: tuple[str, ...] = ("503", "500", "reset-before", "reset-after")) -> None:
+                 faults: tuple[str, ...] = ("503", "500", "reset-before", "reset-after"),
+                 deny_missing_heads: bool = False, deny: tuple[str, ...] = ()) -> None:
         self.upstream = urlsplit(upstream)
+        self.deny_missing_heads = deny_missing_heads
+        self.deny = deny
         self.rate = rate
         self.faults = faults
         self.methods = methods
@@ -60,7 +68,9 @@ class FaultyS3:
                         proxy.held_paths.append(unquote(urlsplit(self.path).path))
                     proxy.released.wait()
                 fault = proxy._pick(self.command)
-                if fault in ("503", "500"):
+                if self.command in proxy.deny:
+                    fault = proxy._count("403")
+                if fault in ("503", "500", "403"):
                     data = _ERRORS[int(fault)]
                     self.send_response(int(fault))
                     self.send_header("Content-Type", "application/xml")
@@ -73,6 +83,9 @@ class FaultyS3:
                     return
                 status, headers, data = proxy._forward(self.command, self.path, self.headers,
                                                        body)
+                if status == 404 and self.command == "HEAD" and proxy.deny_missing_heads:
+                    status, headers = 403, [("Content-Length", "0")]
+                    proxy._count("403-head")
                 if held:
                     with proxy.lock:
                         proxy.answers[status] += 1
@@ -109,6 +122,11 @@ class FaultyS3:
             fault = self.rng.choice(self.faults)
             self.injected[fault] += 1
             return fault
+
+    def _count(self, fault: str) -> str:
+        with self.lock:
+            self.injected[fault] += 1
+        return fault
 
     def _forward(self, method: str, path: str, headers: object,
                  body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -20,7 +20,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from eventvault.errors import ObjectChanged, StorageError
+from eventvault.errors import AccessDenied, ObjectChanged, StorageError
 from eventvault.settings import StorageSettings
 from eventvault.storage.base import ObjectVersion, RangeReader
 
@@ -31,6 +31,7 @@ T = TypeVar("T")
 _RETRIABLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
                     "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "503", "500",
                     "ConditionalRequestConflict"}
+_DENIED = {"403", "AccessDenied", "Forbidden"}
 _MULTIPART_THRESHOLD = 64 << 20
 _PART_SIZE = 32 << 20
 
@@ -74,15 +75,18 @@ class S3Storage:
         """Upload ``data`` only if no object is at ``key`` (``If-None-Match: *``).
 
         When the condition fails, the object there may be this very upload, written by an
-        attempt whose answer was lost: then its etag is that of ``data``, and this is True.
+        attempt whose answer was lost: then its etag is that of ``data``, and this is True. A
+        role that may write but not read (HEAD answers 403) gets False: an object is there.
         """
         try:
             self._retry(key, lambda: self._upload(self.prefix + key, data,
                                                   {"IfNoneMatch": "*"}))
         except _Exists:
-            head = self._retry(key, lambda: self.client.head_object(
-                Bucket=self.bucket, Key=self.prefix + key))
-            return bool(head["ETag"].strip('"') == _etag(data))
+            try:
+                head = self._head(key)
+            except AccessDenied:
+                return False
+            return bool(head is not None and head["ETag"].strip('"') == _etag(data))
         return True
 
     def _upload(self, full: str, data: bytes, condition: dict[str, Any]) -> str | None:
@@ -120,15 +124,27 @@ class S3Storage:
 
     # -- reading ---------------------------------------------------------------------------
     def exists(self, key: str) -> bool:
-        """HEAD the object."""
-        def head() -> bool:
+        """HEAD the object.
+
+        Raises :class:`~eventvault.errors.AccessDenied` on 403, which is also S3's answer for
+        a missing key to a role without ``s3:ListBucket``: a caller about to create the object
+        may go on (the conditional create settles it; a real denial fails there).
+        """
+        return self._head(key) is not None
+
+    def _head(self, key: str) -> Any:
+        """HEAD the object: its answer, None if there is none, AccessDenied on 403."""
+        def head() -> Any:
             try:
-                self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+                return self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
             except ClientError as exc:
                 if _code(exc) in ("404", "NoSuchKey", "NotFound"):
-                    return False
+                    return None
+                if _code(exc) in _DENIED:
+                    raise AccessDenied(
+                        f"S3 {self.url}{key}: access denied (403) to HEAD: no s3:GetObject, "
+                        "or no such key and no s3:ListBucket", url=self.url, key=key) from exc
                 raise
-            return True
         return self._retry(key, head)
 
     def get(self, key: str, version_id: str | None = None) -> bytes:
