@@ -60,6 +60,11 @@ def _rebuilt(roll: Roll, key: str, *, already_written: bool) -> None:
                   records=len(roll.cols), already_written=already_written)
 
 
+def _retrieved(future: asyncio.Future[int]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class Writer:
     """Runs :func:`write_file` for rolls on ``concurrency`` threads."""
 
@@ -98,6 +103,9 @@ class Uploads:
     def start(self, state: PartitionState, roll: Roll) -> None:
         """Start writing the file of ``roll``, a decided cut of ``state``'s partition."""
         future = self.writer.submit(roll)
+        # Its error is raised by finished(); a run that ends on an earlier error drops this
+        # future, and asyncio would print it as "Future exception was never retrieved".
+        future.add_done_callback(_retrieved)
         # While a file is encoded, its records, the Arrow table and the Parquet bytes
         # coexist: count it at 2.5 times its buffered size.
         held = roll.nbytes * 5 // 2

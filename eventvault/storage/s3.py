@@ -32,6 +32,9 @@ _RETRIABLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTim
                     "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "503", "500",
                     "ConditionalRequestConflict"}
 _DENIED = {"403", "AccessDenied", "Forbidden"}
+_NEXT_PAGE = {"list_objects_v2": {"NextContinuationToken": "ContinuationToken"},
+              "list_object_versions": {"NextKeyMarker": "KeyMarker",
+                                       "NextVersionIdMarker": "VersionIdMarker"}}
 _MULTIPART_THRESHOLD = 64 << 20
 _PART_SIZE = 32 << 20
 
@@ -181,15 +184,24 @@ class S3Storage:
         return (version.key for version in self.stat(prefix))
 
     def _pages(self, operation: str, **arguments: Any) -> Iterator[dict[str, Any]]:
-        """The pages of a LIST call; a failure (after boto3's retries) is a StorageError."""
-        pages = self.client.get_paginator(operation).paginate(  # type: ignore[call-overload]
-            Bucket=self.bucket, **arguments)
-        try:
-            yield from pages
-        except (ClientError, BotoCoreError) as exc:
-            where = arguments.get("Prefix", "")[len(self.prefix):]
-            raise StorageError(f"S3 {self.url}{where}: {exc}", url=self.url, key=where,
-                               retriable=_retriable(exc)) from exc
+        """The pages of a LIST call, each retried as other calls are (a StorageError at last).
+
+        Page by page, from the continuation marker of the page before: a brown-out in the
+        middle of a long listing resumes where it stopped.
+        """
+        call = getattr(self.client, operation)
+        where = arguments.get("Prefix", "")[len(self.prefix):]
+        while True:
+            asked = dict(arguments)
+
+            def one_page(asked: dict[str, Any] = asked) -> dict[str, Any]:
+                return dict(call(Bucket=self.bucket, **asked))
+            page = self._retry(where, one_page)
+            yield page
+            if not page.get("IsTruncated"):
+                return
+            arguments.update({argument: page[marker] for marker, argument
+                              in _NEXT_PAGE[operation].items() if page.get(marker)})
 
     def stat(self, prefix: str = "") -> Iterator[ObjectVersion]:
         """LIST the current objects under the prefix, with sizes and etags."""
