@@ -24,7 +24,7 @@ from eventvault.archiver import adoption
 from eventvault.archiver.adoption import partition_name
 from eventvault.archiver.batching import Limits, PartitionState, Roll, relieve_memory
 from eventvault.archiver.encoder import Uploads
-from eventvault.errors import BrokerError
+from eventvault.errors import BrokerError, EventVaultError
 from eventvault.kafka import TopicPartition
 from eventvault.layout import hours_of
 from eventvault.progress import Progress, encode_progress, spec_hash
@@ -325,6 +325,7 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
         """
         found = await adoption.committed_progress(self.kafka_settings,
                                                   self.archive_settings.group_id, tps)
+        await adoption.refuse_lost_progress(self.uploads.writer.storage, found, tps)
         starts, ends = await kafka.log_offsets(self.kafka_settings, sorted(tps),
                                                self.archive_settings.isolation_level)
         if self.once:
@@ -373,7 +374,9 @@ class Archiver(kafka.RebalanceListener):  # type: ignore[misc]
         except Exception as exc:  # aiokafka would only log it: end the run instead
             self.fatal = exc
             self.stopping.set()
-            raise
+            if not isinstance(exc, EventVaultError):  # expected: the run's one error line
+                raise
+            return
         observe.event("partitions assigned",
                       partitions=sorted(partition_name(tp) for tp in assigned))
 

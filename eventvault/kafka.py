@@ -18,22 +18,45 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalOperation,
+    IllegalStateError,
+    ProducerFenced,
+    RebalanceInProgressError,
+    for_code,
+)
 from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.types import (
+    Boolean,
+    CompactArray,
+    CompactString,
+    Int16,
+    Int32,
+    Int64,
+    Schema,
+    TaggedFields,
+)
 from aiokafka.structs import OffsetAndMetadata
 
 from eventvault.errors import BrokerError
 from eventvault.settings import KafkaSettings
 
-__all__ = ["COMMIT_REFUSED", "AIOKafkaError", "BatchBuilder", "IllegalStateError",
-           "OffsetAndMetadata", "RebalanceListener", "TopicInfo", "TopicPartition",
-           "client_options", "committed_offsets", "consumer", "describe_topic", "log_offsets",
-           "transactional_producer"]
+__all__ = ["COMMIT_REFUSED", "TRANSACTION_LOST", "AIOKafkaError", "BatchBuilder",
+           "IllegalStateError", "OffsetAndMetadata", "ProducerFenced", "RebalanceListener",
+           "TopicInfo", "TopicPartition", "client_options", "commit_offsets", "committed_offsets",
+           "consumer", "describe_topic", "log_offsets", "producer_epoch", "quiet_internal_failures",
+           "records_present", "stable_committed_offsets", "transactional_producer"]
 
 RebalanceListener = ConsumerRebalanceListener
 COMMIT_REFUSED = (CommitFailedError, RebalanceInProgressError, IllegalStateError)
 """What a group commit raises when the group has moved on (a rebalance fenced it)."""
+TRANSACTION_LOST = (ProducerFenced, IllegalOperation)
+"""What a transactional producer raises once its transaction is gone: fenced by a newer
+producer of its transactional id, or aborted by the broker past the transaction timeout
+(aiokafka then refuses to send outside a transaction)."""
 _LONG_MAX = 2**63 - 1
 T = TypeVar("T")
 
@@ -87,13 +110,43 @@ def consumer(settings: KafkaSettings, group_id: str, isolation_level: str,
     )
 
 
-def transactional_producer(settings: KafkaSettings, transactional_id: str,
-                           batch_bytes: int) -> AIOKafkaProducer:
-    """A transactional, idempotent producer (acks=all)."""
+def transactional_producer(settings: KafkaSettings, transactional_id: str, batch_bytes: int,
+                           transaction_timeout_ms: int = 120_000) -> AIOKafkaProducer:
+    """A transactional, idempotent producer (acks=all).
+
+    The broker aborts a transaction left open longer than ``transaction_timeout_ms``.
+    """
     return AIOKafkaProducer(**client_options(settings), transactional_id=transactional_id,
                             enable_idempotence=True, acks="all", linger_ms=5,
                             max_batch_size=batch_bytes, max_request_size=max(batch_bytes, 1 << 20),
-                            transaction_timeout_ms=120_000)
+                            transaction_timeout_ms=transaction_timeout_ms)
+
+
+def quiet_internal_failures(loop: asyncio.AbstractEventLoop) -> None:
+    """Drop "Future exception was never retrieved" for aiokafka's own copies of an error.
+
+    A failed transactional producer (fenced, say) leaves the error in internal futures that
+    nobody awaits (the transaction waiter, each batch's drain waiter); the caller already has
+    the error and reports it as one line. Any other unhandled error still goes to the default
+    handler.
+    """
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if isinstance(context.get("exception"), AIOKafkaError) and "never retrieved" in str(
+                context.get("message", "")):
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
+def producer_epoch(producer: AIOKafkaProducer) -> int:
+    """The epoch ``init_transactions`` gave a started transactional producer.
+
+    Each producer started with a transactional id gets a higher epoch than the ones it
+    fenced, so it orders the runs that used the id.
+    """
+    epoch: int = producer._txn_manager.producer_epoch
+    return epoch
 
 
 async def log_offsets(settings: KafkaSettings, partitions: list[TopicPartition],
@@ -113,6 +166,61 @@ async def log_offsets(settings: KafkaSettings, partitions: list[TopicPartition],
                           retriable=exc.retriable) from exc
     finally:
         await probe.stop()
+
+
+async def records_present(settings: KafkaSettings,
+                          ranges: dict[TopicPartition, tuple[tuple[int, int], ...]],
+                          ) -> dict[TopicPartition, list[tuple[int, int]]]:
+    """The offsets in each partition's ``ranges`` (inclusive) that hold committed records.
+
+    A read_committed client of its own reads only those ranges: offsets it skips hold
+    transaction markers, aborted records, or records compaction removed. Raises BrokerError
+    if a range stops being read for the request timeout.
+    """
+    found: dict[TopicPartition, list[tuple[int, int]]] = {tp: [] for tp in ranges}
+    if not ranges:
+        return found
+    probe = AIOKafkaConsumer(**client_options(settings), isolation_level="read_committed",
+                             enable_auto_commit=False)
+    try:
+        await probe.start()
+        probe.assign(list(ranges))
+        ends = await probe.end_offsets(list(ranges))
+        for tp, wanted in ranges.items():
+            probe.pause(*(other for other in ranges if other != tp))
+            probe.resume(tp)
+            for first, last in wanted:
+                await _read_range(probe, tp, first, min(last + 1, ends[tp]),
+                                  settings.request_timeout_ms / 1000, found[tp])
+    except AIOKafkaError as exc:
+        raise BrokerError(f"cannot read records of {len(ranges)} partitions: {exc}",
+                          retriable=exc.retriable) from exc
+    finally:
+        await probe.stop()
+    return found
+
+
+async def _read_range(probe: AIOKafkaConsumer, tp: TopicPartition, start: int, stop: int,
+                      stall_seconds: float, found: list[tuple[int, int]]) -> None:
+    """Add the offsets of records in ``[start, stop)`` to ``found`` (intervals, in order)."""
+    if start >= stop:
+        return
+    probe.seek(tp, start)
+    deadline, reached = time.monotonic() + stall_seconds, start
+    while (position := await probe.position(tp)) < stop:
+        if position > reached:  # progress: the timeout is for a stall, not for the range
+            deadline, reached = time.monotonic() + stall_seconds, position
+        if time.monotonic() > deadline:
+            raise BrokerError(f"reading {tp.topic}[{tp.partition}] from {start} to {stop} "
+                              f"stopped at {position}", retriable=True)
+        batch = await probe.getmany(tp, timeout_ms=500, max_records=50_000)
+        for record in batch.get(tp, []):
+            if record.offset >= stop:
+                break
+            if found and found[-1][1] + 1 == record.offset:
+                found[-1] = (found[-1][0], record.offset)
+            else:
+                found.append((record.offset, record.offset))
 
 
 async def _admin(settings: KafkaSettings, what: str,
@@ -154,6 +262,120 @@ async def committed_offsets(settings: KafkaSettings, group_id: str,
         group_id=group_id)
     return {tp: (om.offset, om.metadata or "") for tp, om in offsets.items()
             if om is not None and om.offset >= 0}
+
+
+async def commit_offsets(settings: KafkaSettings, group_id: str,
+                         offsets: dict[TopicPartition, tuple[int, str]]) -> None:
+    """Commit (offset, metadata) for ``group_id`` from outside the group.
+
+    The broker accepts such a commit only while the group has no members, so this never
+    races a running archiver.
+    """
+    client = AIOKafkaConsumer(**client_options(settings), group_id=group_id,
+                              enable_auto_commit=False)
+    try:
+        await client.start()
+        client.assign(list(offsets))
+        await client.commit({tp: OffsetAndMetadata(offset, metadata)
+                             for tp, (offset, metadata) in offsets.items()})
+    except AIOKafkaError as exc:
+        raise BrokerError(f"cannot commit offsets of group {group_id}: {exc}",
+                          retriable=exc.retriable, group_id=group_id) from exc
+    finally:
+        await client.stop()
+
+
+_UNSTABLE_OFFSET_COMMIT = 88  # offsets of a transaction still open (KIP-447)
+
+
+class _OffsetFetchResponseV7(Response):  # type: ignore[misc]
+    API_KEY = 9
+    API_VERSION = 7
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        ("topics", CompactArray(
+            ("name", CompactString("utf-8")),
+            ("partitions", CompactArray(
+                ("partition_index", Int32), ("committed_offset", Int64),
+                ("committed_leader_epoch", Int32), ("metadata", CompactString("utf-8")),
+                ("error_code", Int16), ("tags", TaggedFields))),
+            ("tags", TaggedFields))),
+        ("error_code", Int16),
+        ("tags", TaggedFields))
+
+
+class _OffsetFetchRequestV7(RequestStruct):  # type: ignore[misc]
+    FLEXIBLE_VERSION = True
+    API_KEY = 9
+    API_VERSION = 7
+    RESPONSE_TYPE = _OffsetFetchResponseV7
+    SCHEMA = Schema(
+        ("group_id", CompactString("utf-8")),
+        ("topics", CompactArray(("name", CompactString("utf-8")),
+                                ("partition_indexes", CompactArray(Int32)),
+                                ("tags", TaggedFields))),
+        ("require_stable", Boolean),
+        ("tags", TaggedFields))
+
+
+class _StableOffsetFetch(Request[_OffsetFetchRequestV7]):  # type: ignore[misc]
+    """OffsetFetch with ``require_stable`` (v7; aiokafka's own request stops at v3)."""
+
+    API_KEY = 9
+
+    def __init__(self, group_id: str, partitions: list[TopicPartition]) -> None:
+        topics: dict[str, list[int]] = {}
+        for tp in partitions:
+            topics.setdefault(tp.topic, []).append(tp.partition)
+        self.group_id = group_id
+        self.topics: list[tuple[str, list[int], dict[int, bytes]]] = [
+            (topic, numbers, {}) for topic, numbers in topics.items()]
+
+    def build(self, request_struct_class: type[_OffsetFetchRequestV7]) -> _OffsetFetchRequestV7:
+        return request_struct_class(self.group_id, self.topics, True, {})
+
+
+async def stable_committed_offsets(settings: KafkaSettings, group_id: str,
+                                   partitions: Iterable[TopicPartition], *,
+                                   what: str = "committed offsets of group",
+                                   ) -> dict[TopicPartition, tuple[int, str]]:
+    """As :func:`committed_offsets`, but only offsets no open transaction may still change.
+
+    The broker answers ``UNSTABLE_OFFSET_COMMIT`` while a transaction that sent offsets for
+    the group is open; this waits (up to the request timeout) until it is committed or
+    aborted. After ``init_transactions`` fenced a transactional id, the offsets it committed
+    are therefore final.
+    """
+    request = _StableOffsetFetch(group_id, list(partitions))
+    deadline = time.monotonic() + settings.request_timeout_ms / 1000
+
+    async def fetch(admin: AIOKafkaAdminClient) -> dict[TopicPartition, tuple[int, str]] | None:
+        while True:
+            coordinator = await admin.find_coordinator(group_id)
+            response = await admin._client.send(coordinator, request)
+            if response.error_code:
+                raise for_code(response.error_code)()
+            found, unstable = {}, False
+            for topic, entries, _ in response.topics:
+                for partition, offset, _epoch, metadata, error_code, _ in entries:
+                    if error_code == _UNSTABLE_OFFSET_COMMIT:
+                        unstable = True
+                    elif error_code:
+                        raise for_code(error_code)()
+                    elif offset >= 0:
+                        found[TopicPartition(topic, partition)] = (offset, metadata or "")
+            if not unstable:
+                return found
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.2)
+
+    offsets = await _admin(settings, f"read {what} {group_id}", fetch, group_id=group_id)
+    if offsets is None:
+        raise BrokerError(f"cannot read {what} {group_id}: a transaction that commits it is "
+                          f"still open after {settings.request_timeout_ms} ms",
+                          retriable=True, group_id=group_id)
+    return offsets
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from typing import Any
 from prometheus_client import Counter, Gauge, start_http_server
 from tqdm import tqdm
 
+from eventvault.errors import EventVaultError
+
 log = logging.getLogger("eventvault")
 
 RECORDS = Counter("eventvault_records_archived", "Records written to archive files", ["topic"])
@@ -39,12 +41,36 @@ class JsonFormatter(logging.Formatter):
         out: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
-            "event": record.getMessage(),
+            "event": _message(record),
         }
         out.update(getattr(record, "fields", {}))
         if record.exc_info:
-            out["error"] = self.formatException(record.exc_info)
+            out["error"] = _error(record.exc_info, self.formatException)
         return json.dumps(out, default=str)
+
+
+def _error(exc_info: Any, traceback: Any) -> str:
+    """An expected failure (an EventVaultError) as its one line, anything else as a traceback.
+
+    aiokafka logs what a rebalance listener raised with its traceback; for eventvault's own
+    errors the line is all a user needs, and the CLI prints it again as it exits.
+    """
+    error = exc_info[1] if isinstance(exc_info, tuple) else None
+    if isinstance(error, EventVaultError):
+        return f"{type(error).__name__}: {error}"
+    return str(traceback(exc_info))
+
+
+def _message(record: logging.LogRecord) -> str:
+    """The record's message, an exception without text shown by its class name.
+
+    aiokafka logs a connection that timed out with asyncio's TimeoutError, whose text is empty.
+    """
+    args = record.args
+    if isinstance(args, tuple) and any(isinstance(a, BaseException) and not str(a) for a in args):
+        return str(record.msg) % tuple(
+            type(a).__name__ if isinstance(a, BaseException) and not str(a) else a for a in args)
+    return record.getMessage()
 
 
 class _Transient(logging.Filter):

@@ -8,10 +8,14 @@ defaults. :func:`load_settings` turns every validation problem into one
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
 import tomllib
+import types
+import typing
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -97,6 +101,9 @@ class StorageSettings(_Section):
         if scheme == "s3" and not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
                                            self.url):
             raise ValueError(f"storage.url {self.url!r} does not name an S3 bucket")
+        if self.endpoint_url is not None and not re.match(r"^https?://[^/\s]+", self.endpoint_url):
+            raise ValueError(f"storage.endpoint_url {self.endpoint_url!r} is not an http:// or "
+                             "https:// URL")
         if self.sse == "aws:kms" and not self.sse_kms_key_id:
             raise ValueError("storage.sse = 'aws:kms' needs storage.sse_kms_key_id")
         return self
@@ -162,7 +169,18 @@ class ReplaySettings(_Section):
     target: KafkaSettings | None = None  # another cluster; default: the [kafka] one
     transaction_records: int = Field(50_000, gt=0)
     transaction_bytes: int = Field(64 << 20, gt=0)
+    # a transaction is committed once open this long, so that slow (paced) replays never
+    # reach the broker's transaction timeout, which aborts it (at most half that timeout)
+    transaction_seconds: float = Field(30.0, gt=0)
+    transaction_timeout_ms: int = Field(120_000, ge=1000)  # the producer's transaction.timeout.ms
     batch_bytes: int = Field(1 << 20, ge=1024)
+
+    @model_validator(mode="after")
+    def _check(self) -> ReplaySettings:
+        if self.transaction_seconds * 1000 > self.transaction_timeout_ms / 2:
+            raise ValueError(f"transaction_seconds ({self.transaction_seconds}) must be at most "
+                             f"half of transaction_timeout_ms ({self.transaction_timeout_ms})")
+        return self
 
 
 class SubjectSettings(_Section):
@@ -244,6 +262,54 @@ class Settings(BaseSettings):
 
 CONFIG_VARIABLE = "EVENTVAULT_CONFIG"
 """Names the TOML file where no ``--config`` can be given (Airflow tasks)."""
+ENV_PREFIX, ENV_DELIMITER = "EVENTVAULT_", "__"
+TEST_PREFIX = "EVENTVAULT_TEST_"
+"""Variables of the test harness (``EVENTVAULT_TEST_KAFKA_VERSION``, ``..._SEED``), not settings."""
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The settings model a field holds (also through ``X | None``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return next(filter(None, map(_model_of, typing.get_args(annotation))), None)
+    return None
+
+
+def _setting_paths(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, bool]]:
+    """Every setting's environment name below ``prefix``, and whether it takes nested keys."""
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name.upper()}"
+        inner = _model_of(field.annotation)
+        if inner is not None:  # a whole section as JSON, or its keys one by one
+            yield path, False
+            yield from _setting_paths(inner, path + ENV_DELIMITER)
+        else:
+            yield path, typing.get_origin(field.annotation) is dict
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse an ``EVENTVAULT_*`` variable that names no setting (a typo, one underscore).
+
+    pydantic-settings ignores such variables, and the default would be used unseen. Valid:
+    ``EVENTVAULT_<SECTION>__<KEY>`` (nested deeper for a table or a section inside a
+    section), ``EVENTVAULT_CONFIG`` and the test harness's ``EVENTVAULT_TEST_*``.
+    """
+    paths = dict(_setting_paths(Settings, ENV_PREFIX))
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_VARIABLE or \
+                upper.startswith(TEST_PREFIX) or upper in paths:
+            continue
+        if any(upper.startswith(path + ENV_DELIMITER) for path, table in paths.items() if table):
+            continue
+        section, _, key = upper.removeprefix(ENV_PREFIX).lower().partition(ENV_DELIMITER)
+        close = difflib.get_close_matches(upper, [*paths, CONFIG_VARIABLE], n=1, cutoff=0.6)
+        problem = (f"there is no setting {section}.{key.replace(ENV_DELIMITER, '.')}" if key
+                   else "settings are EVENTVAULT_<SECTION>__<KEY>, with two underscores")
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"unknown environment variable {name}: {problem}{hint}",
+                          setting=name)
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
@@ -252,6 +318,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     The file is ``config``, else the one ``EVENTVAULT_CONFIG`` names, else ``eventvault.toml``
     in the working directory if there is one.
     """
+    check_environment(os.environ)
     given = "--config"
     if config is None and os.environ.get(CONFIG_VARIABLE):
         config, given = Path(os.environ[CONFIG_VARIABLE]), CONFIG_VARIABLE

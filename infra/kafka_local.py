@@ -17,6 +17,7 @@ import argparse
 import base64
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -73,11 +74,15 @@ def fetch_jars(version: str = KAFKA_VERSION) -> Path:
         return libs
     home.mkdir(parents=True, exist_ok=True)
     (home / "pom.xml").write_text(_POM.format(kafka=version, log4j=LOG4J_VERSION))
-    subprocess.run(
+    # Maven writes colour resets (ESC [0m) even with -q -B: its output is shown only if it fails.
+    done = subprocess.run(
         ["mvn", "-q", "-B", "-f", str(home / "pom.xml"), "dependency:copy-dependencies",
          f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
-        check=True,
+        check=False, capture_output=True, text=True,
     )
+    if done.returncode:
+        sys.stderr.write(re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr))
+        raise subprocess.CalledProcessError(done.returncode, done.args)
     marker.write_text(version)
     return libs
 
@@ -152,6 +157,9 @@ def _properties(port: int, cport: int, log_dir: Path) -> str:
         "offsets.topic.num.partitions=4",
         "transaction.state.log.replication.factor=1",
         "transaction.state.log.min.isr=1",
+        # abort transactions past their timeout within a second (default 10 s): replay tests
+        # use short transaction timeouts
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms=1000",
         "group.initial.rebalance.delay.ms=0",
         "auto.create.topics.enable=false",
         # Archives must accept any timestamp a producer may send (year 9999 included).

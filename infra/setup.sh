@@ -20,7 +20,9 @@ fi
 
 python=${PYTHON:-python3}
 "$python" -c 'import sys; assert sys.version_info >= (3, 11), "eventvault needs Python >= 3.11"'
-command -v uv >/dev/null || "$python" -m pip install -q uv
+# as root, pip warns about root; uv is all it installs, into the user's Python
+command -v uv >/dev/null || PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+  "$python" -m pip install -q uv
 uv=$(command -v uv || echo "$python -m uv")
 [ -x .venv/bin/python ] || $uv venv -q -p "$python" .venv
 $uv pip install -q -p .venv/bin/python -e '.[dev,airflow]'

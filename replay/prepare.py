@@ -42,29 +42,46 @@ class Prepared:
 
 
 async def read_checkpoint(settings: KafkaSettings, replay_id: str, topic: str,
-                          partitions: int) -> Checkpoint:
-    """The checkpoint replay ``replay_id`` committed on the target topic's partitions."""
-    committed = await kafka.committed_offsets(
+                          partitions: int, *, stable: bool) -> Checkpoint:
+    """The checkpoint replay ``replay_id`` committed on the target topic's partitions.
+
+    ``stable``: wait out a transaction still open (see
+    :func:`~eventvault.kafka.stable_committed_offsets`); after the run's producer fenced
+    every earlier run, what this reads is final.
+    """
+    read = kafka.stable_committed_offsets if stable else kafka.committed_offsets
+    committed = await read(
         settings, group_id(replay_id), [TopicPartition(topic, p) for p in range(partitions)],
         what="the progress of")
     return decode_checkpoint(metadata for _, metadata in committed.values() if metadata)
 
 
-async def prepare(settings: Settings, plan: Plan, source: Source, storage: Storage,
-                  force: bool) -> Prepared:
+def archived_files(storage: Storage, topic: str) -> list[FileRef]:
+    """The archive files of ``topic``; a topic with none is refused (exit 2)."""
+    refs = file_refs(storage.list(topic_prefix(topic)))
+    if not refs:
+        raise ConfigError(f"topic {topic} is not in the archive at {storage.url}",
+                          setting="--topic")
+    return refs
+
+
+async def prepare(settings: Settings, plan: Plan, source: Source, refs: list[FileRef],
+                  force: bool, *, fenced: bool) -> Prepared:
     """Everything a replay decides before producing.
 
-    Reads the committed checkpoint, chooses the files, summarises what is left of the
-    selection and runs the preflight.
+    Reads the committed checkpoint, chooses among ``refs`` (the topic's archive files, from
+    :func:`archived_files`) the files to read, summarises what is left of the
+    selection and runs the preflight. ``fenced``: this run's producer has already fenced
+    every earlier run of the replay (a run that produces must be), so the checkpoint is read
+    with a stable read and cannot move any more; a dry run reads it as it is.
     """
     target_cluster = settings.replay.target or settings.kafka
     info = await kafka.describe_topic(target_cluster, plan.target.topic, "target topic")
     checkpoint = Checkpoint()
     if info is not None:
         checkpoint = await read_checkpoint(target_cluster, plan.replay_id, plan.target.topic,
-                                           info.partitions)
+                                           info.partitions, stable=fenced)
     selection = plan.selection
-    refs = file_refs(storage.list(topic_prefix(selection.topic)))
     files = select_files(refs, selection, source.record_time)
     ranges = {p: (max(lo, checkpoint.next_offsets.get(p, lo)), hi)
               for p, (lo, hi) in offset_ranges(selection, files).items()}

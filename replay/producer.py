@@ -3,8 +3,9 @@
 Every transaction carries its records and, through ``send_offsets_to_transaction``, the
 checkpoint (eventvault.replay.checkpoint); both become visible together or not at all. Before
 each commit, the transaction's map from source to target offsets is written to
-``_replays/<id>/offsets/<n>.parquet``; files numbered past the committed transaction count are
-ignored and overwritten.
+``_replays/<id>/offsets/<n>-<producer epoch>.parquet``; files numbered past the committed
+transaction count are ignored, and of several files of one number the highest epoch's counts
+(eventvault.replay.report).
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ import pyarrow as pa
 
 from eventvault import format as fmt
 from eventvault import kafka
+from eventvault.errors import BrokerError
 from eventvault.eventtime import EventTimeSpec
-from eventvault.kafka import AIOKafkaError, BatchBuilder, TopicPartition
+from eventvault.kafka import TRANSACTION_LOST, AIOKafkaError, BatchBuilder, TopicPartition
 from eventvault.layout import replay_key
 from eventvault.observe import ProgressBar
 from eventvault.query.selection import clusters, event_time_within
 from eventvault.replay.checkpoint import encode_checkpoint, group_id
-from eventvault.replay.errors import RejectedError
+from eventvault.replay.errors import FencedError, RejectedError
 from eventvault.replay.partitioning import partitioner
 from eventvault.replay.plan import provenance
 from eventvault.replay.prepare import Prepared
+from eventvault.replay.report import FIRST_COMMIT, map_file
 from eventvault.replay.source import Source
 from eventvault.settings import Settings
 from eventvault.storage import Storage
@@ -64,6 +67,32 @@ class Pacing:
             await asyncio.sleep(ahead)
 
 
+async def fencing_producer(settings: Settings, replay_id: str) -> Any:
+    """The replay's transactional producer, started: every earlier run of it is fenced.
+
+    ``init_transactions`` (in ``start()``) bumps the epoch of the transactional id
+    ``eventvault-replay-<id>`` and returns once the broker has finished an earlier run's open
+    transaction (aborted; or committed, if that run had asked to commit it), so the progress
+    read afterwards is final and no earlier run can add to it.
+    """
+    producer = kafka.transactional_producer(
+        settings.replay.target or settings.kafka, group_id(replay_id),
+        settings.replay.batch_bytes, settings.replay.transaction_timeout_ms)
+    try:
+        await producer.start()
+    except AIOKafkaError as exc:
+        await producer.stop()
+        raise BrokerError(f"cannot start the producer of replay {replay_id}: {exc}",
+                          retriable=exc.retriable, replay_id=replay_id) from exc
+    return producer
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a batch's failure as seen (the error that stopped the run is reported)."""
+    if not future.cancelled():
+        future.exception()
+
+
 @dataclass
 class _Transaction:
     """Records of the open transaction: batches being filled and batches sent."""
@@ -72,13 +101,14 @@ class _Transaction:
     sent: list[tuple[int, Origins, asyncio.Future[Any]]] = field(default_factory=list)
     records: int = 0
     nbytes: int = 0
+    opened: float | None = None  # monotonic time of its first record
 
 
 class ReplayProducer:
     """Produces the rest of a prepared selection in transactions (see the module docstring)."""
 
     def __init__(self, settings: Settings, prepared: Prepared, storage: Storage, source: Source,
-                 spec: EventTimeSpec, pacing: Pacing, bar: ProgressBar) -> None:
+                 spec: EventTimeSpec, pacing: Pacing, bar: ProgressBar, producer: Any) -> None:
         assert prepared.info is not None
         self.limits = settings.replay
         self.prepared, self.storage, self.source = prepared, storage, source
@@ -87,9 +117,8 @@ class ReplayProducer:
         self.transactions = prepared.checkpoint.transactions
         self.next_offsets = dict(prepared.checkpoint.next_offsets)
         self.place = partitioner(self.plan.target, self.info.partitions)
-        self.producer = kafka.transactional_producer(
-            settings.replay.target or settings.kafka, group_id(self.plan.replay_id),
-            settings.replay.batch_bytes)
+        self.producer = producer  # started by fencing_producer()
+        self.epoch = kafka.producer_epoch(producer)  # names this run's offset-map files
         self.transaction = _Transaction()
         self.records = 0  # appended by this run (what pacing counts)
         self.nbytes = 0
@@ -99,17 +128,26 @@ class ReplayProducer:
     async def run(self) -> int:
         """Produce the rest of the selection; return the records delivered by this run."""
         try:
-            await self.producer.start()  # init_transactions: fences an earlier run's producer
             await self.producer.begin_transaction()
             self.pacing.started = time.monotonic()
             await self._produce_selection()
             await self._commit()
+        except TRANSACTION_LOST as exc:
+            raise self._fenced() from exc
         except AIOKafkaError as exc:
             raise RejectedError(f"replay {self.plan.replay_id}: {exc}", retriable=True,
                                 replay_id=self.plan.replay_id) from exc
         finally:
-            await self.producer.stop()
+            for _, _, future in self.transaction.sent:  # a failed transaction's other batches
+                future.add_done_callback(_retrieve)
         return self.delivered
+
+    def _fenced(self) -> FencedError:
+        return FencedError(
+            f"replay {self.plan.replay_id} was fenced: another run of it started (a second "
+            f"--resume {self.plan.replay_id}), or a transaction stayed open past the "
+            f"transaction timeout; this run stopped, its open transaction is aborted, and "
+            f"{self.transactions} transactions are committed", replay_id=self.plan.replay_id)
 
     async def _produce_selection(self) -> None:
         for partition, files in self.prepared.files.items():
@@ -132,9 +170,11 @@ class ReplayProducer:
                                self._headers(p, off, headers))
             self.next_offsets[p] = off + 1
             self._count(len(key or b"") + len(value or b""))
-            if self._transaction_full():
+            ahead = (self.pacing.delay(self.records, self.nbytes, time.monotonic())
+                     if self.pacing.limited else 0.0)
+            if self._transaction_full(ahead):
                 await self._commit()
-            if self.pacing.limited:
+            if ahead:
                 await self.pacing.wait(self.records, self.nbytes)
         self.bar.advance(batch.num_rows)
 
@@ -147,14 +187,25 @@ class ReplayProducer:
         return headers
 
     def _count(self, size: int) -> None:
+        if self.transaction.opened is None:
+            self.transaction.opened = time.monotonic()
         self.transaction.records += 1
         self.transaction.nbytes += size
         self.records += 1
         self.nbytes += size
 
-    def _transaction_full(self) -> bool:
+    def _transaction_full(self, ahead: float) -> bool:
+        """Whether to commit now: enough records or bytes, or open for long enough.
+
+        ``ahead``: seconds pacing is about to wait; a transaction that would be open past
+        ``replay.transaction_seconds`` by then is committed first, so that a slow replay never
+        meets the broker's transaction timeout.
+        """
+        opened = self.transaction.opened
         return (self.transaction.records >= self.limits.transaction_records
-                or self.transaction.nbytes >= self.limits.transaction_bytes)
+                or self.transaction.nbytes >= self.limits.transaction_bytes
+                or (opened is not None and time.monotonic() + ahead - opened
+                    >= self.limits.transaction_seconds))
 
     async def _append(self, tp: int, p: int, off: int, stamp: int | None, key: bytes | None,
                       value: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> None:
@@ -179,11 +230,13 @@ class ReplayProducer:
         if not self.transaction.sent:
             return
         rows = await self._offset_map_rows()
-        self.transactions += 1
-        self.storage.put(replay_key(self.plan.replay_id,
-                                  f"offsets/{self.transactions:08d}.parquet"),
+        number = self.transactions + 1
+        self.storage.put(replay_key(self.plan.replay_id, map_file(number, self.epoch)),
                          fmt.encode_rows(fmt.OFFSET_MAP_SCHEMA, rows))
-        await self._commit_checkpoint()
+        await self._commit_checkpoint(number)
+        self.transactions = number  # only now: a failed commit's map file is not counted
+        if number == 1:  # a map file 2 or a report proves the later commits
+            self.storage.put(replay_key(self.plan.replay_id, FIRST_COMMIT), b"{}")
         self.delivered += self.transaction.records
         self.transaction = _Transaction()
         await self.producer.begin_transaction()
@@ -194,6 +247,8 @@ class ReplayProducer:
         for tp, origins, future in self.transaction.sent:
             try:
                 base = (await future).offset
+            except TRANSACTION_LOST as exc:
+                raise self._fenced() from exc
             except AIOKafkaError as exc:
                 raise self._rejected(origins, exc) from exc
             partitions, offsets = zip(*origins, strict=True)
@@ -203,11 +258,11 @@ class ReplayProducer:
             rows["target_offset"] += range(base, base + len(origins))
         return rows
 
-    async def _commit_checkpoint(self) -> None:
+    async def _commit_checkpoint(self, number: int) -> None:
         count = self.info.partitions
         await self.producer.send_offsets_to_transaction(
             {TopicPartition(self.plan.target.topic, t):
-             (0, encode_checkpoint(self.transactions, self.next_offsets, t, count))
+             (0, encode_checkpoint(number, self.next_offsets, t, count))
              for t in range(count)},
             group_id(self.plan.replay_id))
         await self.producer.commit_transaction()

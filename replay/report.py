@@ -1,8 +1,9 @@
 """A replay's report: selection, counts, offsets, and where the offset map is.
 
 Stored as ``_replays/<id>/report.json`` next to the plan. Counts come from the offset map
-files of committed transactions, so a report after resumes covers every run. The map itself
-(``_replays/<id>/offsets/*.parquet``: source_partition, source_offset, target_partition,
+files of committed transactions (listed in the report; a file of a transaction that was not
+committed may sit next to them), so a report after resumes covers every run. The map itself
+(``_replays/<id>/offsets/<n>-<epoch>.parquet``: source_partition, source_offset, target_partition,
 target_offset) translates consumer-group offsets from the source topic to the target.
 """
 
@@ -20,15 +21,73 @@ from eventvault.layout import replay_key
 from eventvault.replay.prepare import Prepared
 from eventvault.storage import Storage
 
+FIRST_COMMIT = "first-commit.json"
+"""Written (under ``_replays/<id>/``) once the replay's first transaction is committed."""
 
-def offset_map(storage: Storage, replay_id: str, transactions: int) -> pa.Table:
-    """The offset map of the first ``transactions`` committed transactions."""
-    tables = []
-    for key in sorted(storage.list(replay_key(replay_id, "offsets/"))):
-        number = key.rsplit("/", 1)[-1].removesuffix(".parquet")
-        if number.isdigit() and int(number) <= transactions:
+
+def map_file(number: int, epoch: int) -> str:
+    """Transaction ``number``'s offset map (1, 2, ...) by the run of producer ``epoch``.
+
+    A name under ``_replays/<id>/``.
+    """
+    return f"offsets/{number:08d}-{epoch:05d}.parquet"
+
+
+def _map_files(storage: Storage, replay_id: str) -> dict[int, str]:
+    """Transaction number -> the key of its map file written by the latest run.
+
+    The latest run is the one of the highest producer epoch; files without an epoch (written
+    by an older eventvault) count as epoch -1.
+    """
+    latest: dict[int, tuple[int, str]] = {}
+    for key in storage.list(replay_key(replay_id, "offsets/")):
+        number, _, epoch = key.rsplit("/", 1)[-1].removesuffix(".parquet").partition("-")
+        if number.isdigit() and (epoch.isdigit() or not epoch):
+            found = (int(epoch) if epoch else -1, key)
+            latest[int(number)] = max(latest.get(int(number), found), found)
+    return {number: key for number, (_, key) in sorted(latest.items())}
+
+
+def offset_map(storage: Storage, replay_id: str, transactions: int) -> tuple[pa.Table, list[str]]:
+    """The offset map of the first ``transactions`` committed transactions, and its files.
+
+    A file numbered past ``transactions`` belongs to a transaction that was not committed.
+    Of several files of one number, the committed one is the latest run's: a run fences every
+    earlier one before it reads the progress, so no earlier run commits a number it writes,
+    while a fenced run's hung upload may still land after it.
+    """
+    tables, names = [], []
+    prefix = replay_key(replay_id, "")
+    for number, key in _map_files(storage, replay_id).items():
+        if number <= transactions:
             tables.append(fmt.decode_rows(fmt.OFFSET_MAP_SCHEMA, storage.get(key)))
-    return pa.concat_tables(tables) if tables else fmt.OFFSET_MAP_SCHEMA.empty_table()
+            names.append(key.removeprefix(prefix))
+    table = pa.concat_tables(tables) if tables else fmt.OFFSET_MAP_SCHEMA.empty_table()
+    return table, names
+
+
+def committed_in_storage(storage: Storage, replay_id: str) -> int:
+    """How many transactions the replay's stored files prove it committed.
+
+    The stored report's count; ``n - 1`` for a map file ``n``, which a run writes only after
+    transaction ``n - 1`` was committed (a run starts after the committed checkpoint); and 1
+    once :data:`FIRST_COMMIT` exists.
+    """
+    proven = max(_map_files(storage, replay_id), default=1) - 1
+    if proven < 1 and storage.exists(replay_key(replay_id, FIRST_COMMIT)):
+        proven = 1
+    key = replay_key(replay_id, "report.json")
+    if storage.exists(key):
+        proven = max(proven, int(json.loads(storage.get(key)).get("transactions", 0)))
+    return proven
+
+
+def reported_later(storage: Storage, replay_id: str, epoch: int) -> bool:
+    """Whether a later run of the replay (a higher producer ``epoch``) stored its report."""
+    key = replay_key(replay_id, "report.json")
+    if not storage.exists(key):
+        return False
+    return int(json.loads(storage.get(key)).get("producer_epoch", -1)) > epoch
 
 
 def _mapping(table: pa.Table) -> list[dict[str, int]]:
@@ -47,10 +106,11 @@ def _mapping(table: pa.Table) -> list[dict[str, int]]:
 
 
 def build_report(storage: Storage, prepared: Prepared, status: str, delivered: int,
-                 seconds: float, transactions: int) -> dict[str, Any]:
+                 seconds: float, transactions: int, epoch: int = -1) -> dict[str, Any]:
     """The report of ``prepared``: stored after a run, only returned after a dry run.
 
-    ``transactions``: how many the replay has committed in all runs so far.
+    ``transactions``: how many the replay has committed in all runs so far (their map files
+    are listed); ``epoch``: this run's producer epoch.
     """
     plan = prepared.plan
     report: dict[str, Any] = {
@@ -63,12 +123,13 @@ def build_report(storage: Storage, prepared: Prepared, status: str, delivered: i
                      "records_per_s": round(delivered / seconds) if seconds else None},
     }
     if status != "dry-run":
-        table = offset_map(storage, plan.replay_id, transactions)
+        table, files = offset_map(storage, plan.replay_id, transactions)
         report.update({
             "transactions": transactions, "records": table.num_rows,
             "partitions": _mapping(table),
-            "offset_map": f"{storage.url}/{replay_key(plan.replay_id, 'offsets/')}",
-            "finished": datetime.now(UTC).isoformat(),
+            "offset_map": f"{storage.url.rstrip('/')}/{replay_key(plan.replay_id, 'offsets/')}",
+            "offset_map_files": files,
+            "producer_epoch": epoch, "finished": datetime.now(UTC).isoformat(),
         })
         storage.put(replay_key(plan.replay_id, "report.json"),
                     json.dumps(report, indent=2).encode())

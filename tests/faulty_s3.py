@@ -1,11 +1,12 @@
 """An HTTP proxy in front of the S3 server that injects S3's failures on purpose.
 
 Real HTTP on 127.0.0.1: boto3 talks to the proxy as it would to S3. A chosen share of requests
-is answered with 503 SlowDown or 500 InternalError (S3's XML error bodies) or has its connection
-dropped, before (``when="before"``) or after (``"after"``: the write happened, the answer is
-lost) forwarding to the real server. ``hold()`` makes requests wait in the proxy, their
-bodies read, until ``release()``: a client killed meanwhile leaves them behind, and they reach
-the server late, as the uploads of a zombie would.
+(of ``methods``, whose path contains ``paths``) is answered with 503 SlowDown, 500 InternalError
+or 403 AccessDenied (S3's XML error bodies) or has its connection dropped, before
+(``when="before"``) or after (``"after"``: the write happened, the answer is lost) forwarding
+to the real server. ``hold()`` makes requests wait in the proxy, their bodies read, until
+``release()``: a client killed meanwhile leaves them behind, and they reach the server late, as
+the uploads of a zombie would.
 
 With ``streak=n``, a request for an object that gets a fault is followed by ``n - 1`` more faults
 for the same method and key: above botocore's 5 attempts, only eventvault's own retries get past
@@ -42,7 +43,7 @@ class FaultyS3:
     def __init__(self, upstream: str, rate: float, methods: tuple[str, ...] = ("PUT", "POST"),
                  seed: int = 7,
                  faults: tuple[str, ...] = ("503", "500", "reset-before", "reset-after"),
-                 deny_missing_heads: bool = False, deny: tuple[str, ...] = (),
+                 paths: str = "", deny_missing_heads: bool = False, deny: tuple[str, ...] = (),
                  streak: int = 1, rates: dict[str, float] | None = None) -> None:
         self.upstream = urlsplit(upstream)
         self.deny_missing_heads = deny_missing_heads
@@ -50,6 +51,7 @@ class FaultyS3:
         self.rate = rate
         self.faults = faults
         self.methods = methods
+        self.paths = paths
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.injected: Counter[str] = Counter()
@@ -79,7 +81,8 @@ class FaultyS3:
                         proxy.held += 1
                         proxy.held_paths.append(unquote(urlsplit(self.path).path))
                     proxy.released.wait()
-                fault = proxy._pick(self.command, urlsplit(self.path).path)
+                fault = (proxy._pick(self.command, urlsplit(self.path).path)
+                         if proxy.paths in self.path else None)
                 if self.command in proxy.deny:
                     fault = proxy._count("403")
                 if fault in ("503", "500", "403"):

@@ -96,3 +96,23 @@ def read_archive(store: Storage, topic: str | None = None) -> list[dict[str, Any
         for row in fmt.decode(store.get(key)).to_pylist():
             rows.append({**row, "topic": ref.topic, "hour": ref.hour, "file": key})
     return rows
+
+
+def delete_group(bootstrap: str, group: str) -> None:
+    """Delete an empty consumer group and its committed offsets, as Kafka does when they
+    expire (``offsets.retention.minutes`` after the group became empty)."""
+    from aiokafka.errors import for_code  # noqa: PLC0415
+    from aiokafka.protocol.admin import DeleteGroupsRequest  # noqa: PLC0415
+
+    async def run() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            coordinator = await admin.find_coordinator(group)
+            response = await admin._send_request(DeleteGroupsRequest([group]), coordinator)
+            for _, error_code in response.results:
+                if error_code:
+                    raise for_code(error_code)(f"cannot delete group {group}")
+        finally:
+            await admin.close()
+    asyncio.run(run())

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from aiokafka import AIOKafkaConsumer
 
 from tests.cliutil import run_cli
@@ -99,9 +100,44 @@ def archived_topic(bootstrap: str, url: str, records: list[Rec], partitions: int
 
 def replay(bootstrap: str, url: str, *args: str, cwd: Path,
            env: dict[str, str] | None = None) -> tuple[int, dict[str, Any] | None, str]:
-    """Run `eventvault replay ... --output json`: exit code, report, stderr."""
+    """Run `eventvault replay ... --output json`: exit code, report (as printed, also by a
+    refused dry run), stderr."""
     res = run_cli("replay", *args, "--output", "json", cwd=cwd, timeout=300, env={
         "EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "EVENTVAULT_STORAGE__URL": url,
         **(env or {})})
-    report = json.loads(res.stdout) if res.returncode == 0 else None
+    report = json.loads(res.stdout) if res.stdout.strip() else None
     return res.returncode, report, res.stderr
+
+
+def offset_map(archive: Path, report: dict[str, Any]) -> dict[tuple[int, int],
+                                                              tuple[int, int]]:
+    """(target partition, target offset) -> (source partition, source offset) from the map
+    files a replay's report lists (those of its committed transactions), under ``archive``."""
+    files = report["offset_map_files"]
+    assert len(files) == report["transactions"], files
+    found: dict[tuple[int, int], tuple[int, int]] = {}
+    for name in files:
+        rows = pq.read_table(archive / "_replays" / report["replay_id"] / name).to_pylist()
+        for row in rows:
+            where = (row["target_partition"], row["target_offset"])
+            assert where not in found, f"target offset {where} mapped twice"
+            found[where] = (row["source_partition"], row["source_offset"])
+    return found
+
+
+def assert_offset_map_matches(archive: Path, report: dict[str, Any], target: list[Read],
+                              source: list[Read] | None = None) -> None:
+    """The replay's offset map is the target as kcat reads it: every committed target record
+    at its mapped (partition, offset), from the mapped source record (its provenance, and with
+    ``source`` its key, value and timestamp), and nothing else."""
+    mapping = offset_map(archive, report)
+    at = {(r.partition, r.offset): r for r in target}
+    assert sorted(mapping) == sorted(at), (
+        f"map-only {sorted(set(mapping) - set(at))[:5]}, "
+        f"target-only {sorted(set(at) - set(mapping))[:5]}")
+    origins = {(r.partition, r.offset): r for r in source or []}
+    for where, origin in mapping.items():
+        assert at[where].source == origin, (where, origin, at[where].headers)
+        if source is not None:
+            s, t = origins[origin], at[where]
+            assert (t.key, t.value, t.timestamp_ms) == (s.key, s.value, s.timestamp_ms), where

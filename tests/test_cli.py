@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import signal
@@ -12,6 +13,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 
 from eventvault.storage.local import LocalStorage
 from infra.kafka_local import free_port
@@ -24,9 +27,12 @@ from tests.kafkautil import Rec, create_topic, produce, read_archive
     ({"EVENTVAULT_ARCHIVE__TOPICS": "not-json"}, [], "archive.topics"),
     ({"EVENTVAULT_STORAGE__URL": "gs://bucket"}, [], "storage.url"),
     ({"EVENTVAULT_STORAGE__SSE": "aws:kms"}, [], "storage.sse_kms_key_id"),
+    ({"EVENTVAULT_STORAGE__ENDPOINT_URL": "127.0.0.1:9000"}, [], "storage.endpoint_url"),
     ({"EVENTVAULT_KAFKA__SECURITY_PROTOCOL": "SASL_SSL"}, [], "kafka.sasl_username"),
     ({"EVENTVAULT_ARCHIVE__TOPICS_REGEX": "("}, [], "archive.topics_regex"),
     ({"EVENTVAULT_ARCHIVE__NO_SUCH": "1"}, [], "archive.no_such"),
+    ({"EVENTVAULT_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, ["--topic", "a"],
+     "did you mean EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS?"),
     ({}, ["--config", "/nonexistent.toml"], "--config"),
     ({}, ["--bogus"], "unrecognized arguments"),
     ({}, ["--storage-url", "gs://bucket"], "storage.url"),
@@ -115,3 +121,34 @@ def test_metrics_are_served_and_sigterm_exits_cleanly(kafka_bootstrap: str,
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0
     assert out.startswith("archived 10 records into 1 files")
+
+
+@pytest.mark.integration
+def test_progress_not_written_by_eventvault_is_exit_5(kafka_bootstrap: str,
+                                                      tmp_path: Path) -> None:
+    """A group whose committed metadata is someone else's: refused (archive state), not reused."""
+    topic = f"cli.state-{uuid.uuid4().hex[:6]}"
+    create_topic(kafka_bootstrap, topic)
+    produce(kafka_bootstrap, topic, [Rec(0, b"k", b"v%d" % i) for i in range(5)])
+    group = f"g-{topic}"
+
+    async def commit_foreign() -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            await consumer.commit({tp: OffsetAndMetadata(2, "another tool's metadata")})
+        finally:
+            await consumer.stop()
+
+    asyncio.run(commit_foreign())
+    res = run_cli("archive", "--once", "--topic", topic, cwd=tmp_path, env={
+        "EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "EVENTVAULT_STORAGE__URL": f"file://{tmp_path}/a", "EVENTVAULT_ARCHIVE__GROUP_ID": group})
+    assert res.returncode == 5, res
+    assert "Traceback" not in res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith('eventvault: error: committed offset metadata "another tool'), last
+    assert not list((tmp_path / "a").rglob("*.parquet")), "nothing archived"

@@ -1,7 +1,8 @@
 """Exactly once in the archive through kill -9, restarts, rebalances and S3 faults.
 
 Every test ends by counting the archive's records by (partition, offset): each produced
-offset exactly once, none missing.
+offset exactly once, none missing; and ``eventvault verify`` is a second oracle, which also
+compares the files with Kafka and with the group's committed progress.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from eventvault.errors import StorageError
-from eventvault.settings import StorageSettings
+from eventvault.settings import Settings, StorageSettings
 from eventvault.storage import open_storage
+from eventvault.verify.check import Report, verify
 from tests.cliutil import archiver_env, start_cli
 from tests.faulty_s3 import FaultyS3
 from tests.kafkautil import archive_once, create_topic, read_archive, settings
@@ -81,6 +83,13 @@ def assert_exactly_once(rows: list[dict[str, Any]], partitions: int, total: int)
         assert offs == list(range(len(offs)))
 
 
+def assert_verified(s: Settings, topic: str) -> Report:
+    """``eventvault verify`` finds the archive exact."""
+    report = verify(s, open_storage(s.storage), [topic], s.archive.group_id)
+    assert report.exact, report.defects[:5]
+    return report
+
+
 def test_kill_9_at_random_moments_then_drain(kafka_bootstrap: str, tmp_path: Path) -> None:
     topic = f"crash.kill9-{uuid.uuid4().hex[:6]}"
     partitions, total = 4, 24_000
@@ -108,6 +117,9 @@ def test_kill_9_at_random_moments_then_drain(kafka_bootstrap: str, tmp_path: Pat
     s = settings(kafka_bootstrap, url, [topic], f"g-{topic}")
     archive_once(s)
     assert_exactly_once(read_archive(store), partitions, total)
+    report = assert_verified(s, topic)
+    assert sum(p.rows for p in report.partitions) == total
+    assert {(p.pending, p.expired) for p in report.partitions} == {(0, 0)}
     adopted = [json.loads(line) for line in log.read_text().splitlines()
                if '"partitions adopted"' in line]
     assert files_before_drain > 20, "the killed archivers wrote little: the test proved little"
@@ -138,8 +150,10 @@ def test_rebalance_between_two_members(kafka_bootstrap: str, tmp_path: Path) -> 
     revoked = log.read_text().count('"partitions revoked"')
     assert revoked >= 1, "no rebalance happened"
     store = open_storage(StorageSettings(url=url))
-    archive_once(settings(kafka_bootstrap, url, [topic], f"g-{topic}"))
+    drain = settings(kafka_bootstrap, url, [topic], f"g-{topic}")
+    archive_once(drain)
     assert_exactly_once(read_archive(store), partitions, total)
+    assert_verified(drain, topic)
 
 
 @pytest.mark.parametrize("rate", [0.3])
@@ -162,6 +176,8 @@ def test_s3_faults_are_retried(kafka_bootstrap: str, s3_endpoint: str, s3_bucket
     assert summary.files >= 30
     store = open_storage(StorageSettings(url=f"s3://{s3_bucket}/faulty", endpoint_url=s3_endpoint))
     assert_exactly_once(read_archive(store), partitions, 3000)
+    assert_verified(settings(kafka_bootstrap, f"s3://{s3_bucket}/faulty", [topic], f"g-{topic}",
+                             endpoint=s3_endpoint), topic)
 
 
 def test_s3_outage_fails_the_run_then_a_rerun_completes(kafka_bootstrap: str, s3_endpoint: str,
@@ -183,6 +199,10 @@ def test_s3_outage_fails_the_run_then_a_rerun_completes(kafka_bootstrap: str, s3
         proxy.stop()
     healthy = settings(kafka_bootstrap, url, [topic], f"g-{topic}", endpoint=s3_endpoint,
                        max_file_records=100)
+    # the run that gave up committed nothing past the files that exist: verify agrees
+    gave_up = assert_verified(healthy, topic)
+    assert sum(p.pending for p in gave_up.partitions) == 1000 - sum(p.rows for p in
+                                                                    gave_up.partitions)
     archive_once(healthy)
     store = open_storage(healthy.storage)
     assert_exactly_once(read_archive(store), 2, 1000)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -26,6 +29,7 @@ RECORDS = [
     Rec(1, None, b"\xff\xfe not utf-8", (), 1_767_229_200_000),
     Rec(0, b"order-1", None, (), 1_767_232_800_000),
     Rec(1, b"\x00bin", b"[1, 2]", (("dup", None), ("dup", b"x")), 1_767_232_800_001),
+    Rec(0, b"\xc3\x28", b"plain text, not JSON", (), 1_767_232_800_002),  # key not UTF-8
 ]
 
 
@@ -61,11 +65,47 @@ def _check(topic: str, produced: Produced, env: dict[str, str], tmp_path: Path) 
     assert "OrderPlaced" in by_type
     assert {r["date"] for r in rows} == {"2026-01-01"}
     assert {r["hour"] for r in rows} == {"0", "1", "2"}
+    _check_convenience_columns(topic, produced, env, tmp_path)
     res = run_cli("query", "select topic, count(*) n from events group by all", "--format",
                   "json", env=env, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     lines = [json.loads(line) for line in res.stdout.splitlines()]
     assert {"topic": topic, "n": len(produced)} in lines
+
+
+def _text(data: bytes | None) -> str | None:
+    try:
+        return None if data is None else data.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _json(text: str | None) -> object:
+    try:
+        return None if text is None else json.loads(text)
+    except ValueError:
+        return None
+
+
+def _check_convenience_columns(topic: str, produced: Produced, env: dict[str, str],
+                               tmp_path: Path) -> None:
+    """key_text, value_text: NULL where not UTF-8; value_json: NULL where not JSON."""
+    sql = (f'select partition, "offset", key_text, value_text, value_json '
+           f'from {quote_ident(topic)} order by partition, "offset"')
+    res = run_cli("query", sql, "--format", "json", env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(rows) == len(produced)
+    for row in rows:
+        rec = produced[(row["partition"], row["offset"])]
+        assert row["key_text"] == _text(rec.key)
+        assert row["value_text"] == _text(rec.value)
+        assert row["value_json"] == _json(_text(rec.value))
+    # every case is there: non-UTF-8 key and value, UTF-8 that is not JSON, JSON, null
+    assert {None, "order-1"} <= {row["key_text"] for row in rows}
+    assert sum(row["value_text"] is None for row in rows) == 2  # not UTF-8, and a tombstone
+    assert "plain text, not JSON" in {row["value_text"] for row in rows}
+    assert [1, 2] in [row["value_json"] for row in rows]
 
 
 def test_query_local(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -80,7 +120,7 @@ def test_query_local(kafka_bootstrap: str, tmp_path: Path) -> None:
     assert pq.read_table(out).num_rows == len(produced)
     table = run_cli("query", f"select count(*) as n from {quote_ident(topic)}", env=env,
                     cwd=tmp_path)
-    assert re.search(r"│\s+4\s+│", table.stdout), table.stdout
+    assert re.search(rf"│\s+{len(produced)}\s+│", table.stdout), table.stdout
 
 
 def test_query_s3_through_httpfs(kafka_bootstrap: str, s3_endpoint: str, s3_bucket: str,
@@ -101,6 +141,52 @@ def test_print_setup_gives_plain_duckdb_the_same_views(kafka_bootstrap: str,
     for statement in res.stdout.splitlines():
         con.execute(statement)
     assert con.sql(f"select count(*) from {quote_ident(topic)}").fetchone() == (len(produced),)
+
+
+PLAIN_DUCKDB = """
+import sys
+
+import duckdb
+
+con = duckdb.connect()
+con.execute(sys.stdin.read())
+con.execute(f"COPY ({sys.argv[1]}) TO '{sys.argv[2]}' (FORMAT json)")
+"""
+# A process that imports only duckdb, without AWS_* variables: the printed setup is all it has.
+
+
+def test_print_setup_on_s3_works_in_plain_duckdb_row_by_row(kafka_bootstrap: str,
+                                                            s3_endpoint: str, s3_bucket: str,
+                                                            tmp_path: Path) -> None:
+    url = f"s3://{s3_bucket}/archive"
+    topic, produced = _archive(kafka_bootstrap, url, s3_endpoint)
+    env = {"EVENTVAULT_STORAGE__URL": url, "EVENTVAULT_STORAGE__ENDPOINT_URL": s3_endpoint}
+    hidden = run_cli("query", "--print-setup", env=env, cwd=tmp_path)
+    assert hidden.returncode == 0, hidden.stderr
+    secret = os.environ["AWS_SECRET_ACCESS_KEY"]
+    assert f"SECRET '{secret}'" not in hidden.stdout
+    assert "SECRET '<secret access key" in hidden.stdout
+    assert "credential_chain" not in hidden.stdout
+    shown = run_cli("query", "--print-setup", "--show-secrets", env=env, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert f"SECRET '{secret}'" in shown.stdout
+    plain_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "EVENTVAULT_"))}
+    columns = ('topic, partition, "offset", timestamp, timestamp_type, hex(key) AS k, '
+               "hex(value) AS v, key_text, value_text, value_json, headers, date, hour")
+    for sql in [f'SELECT {columns} FROM {quote_ident(topic)} ORDER BY partition, "offset"',
+                f"SELECT {columns} FROM events WHERE topic = '{topic}' AND timestamp >= "
+                f"'2026-01-01 01:00:00' ORDER BY partition, \"offset\""]:
+        ours, theirs = tmp_path / "ours.json", tmp_path / "theirs.json"
+        res = run_cli("query", sql, "--format", "json", "--output", str(ours), env=env,
+                      cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        plain = subprocess.run([sys.executable, "-c", PLAIN_DUCKDB, sql, str(theirs)],
+                               input=shown.stdout, env=plain_env, capture_output=True,
+                               text=True, timeout=120, check=False)
+        assert plain.returncode == 0, plain.stderr
+        our_rows = [json.loads(line) for line in ours.read_text().splitlines()]
+        assert len(our_rows) == len(produced) - ("01:00" in sql)
+        assert our_rows == [json.loads(line) for line in theirs.read_text().splitlines()]
 
 
 def test_bad_sql_is_duckdbs_message_and_exit_1(tmp_path: Path) -> None:
@@ -135,6 +221,25 @@ def test_show_prints_records_for_people(kafka_bootstrap: str, tmp_path: Path) ->
     res = run_cli("show", "no.such.topic", env=env, cwd=tmp_path)
     assert res.returncode == 2
     assert res.stderr.startswith("eventvault: error: topic no.such.topic is not in the archive")
+
+
+def test_show_refuses_nonsensical_arguments_in_one_line(kafka_bootstrap: str,
+                                                        tmp_path: Path) -> None:
+    """--start after --end, a key that is not hex, a negative limit: exit 2, one line."""
+    url = f"file://{tmp_path}/arch"
+    topic, _ = _archive(kafka_bootstrap, url)
+    env = {"EVENTVAULT_STORAGE__URL": url}
+    for args, says in [
+            (["--start", "2026-01-02T00:00Z", "--end", "2026-01-01T00:00Z"], "is not before --end"),
+            (["--start", "2026-01-01T00:00Z", "--end", "2026-01-01T00:00Z"], "is not before --end"),
+            (["--key", "hex:zz"], "'hex:zz' is not hex: followed by pairs of hex digits"),
+            (["--limit", "-1"], "want a whole number"),
+            (["--partition", "-2"], "want a whole number")]:
+        res = run_cli("show", topic, *args, env=env, cwd=tmp_path)
+        assert res.returncode == 2, (args, res.stderr)
+        assert res.stderr.count("\n") == 1, res.stderr
+        assert res.stderr.startswith("eventvault: error: "), res.stderr
+        assert says in res.stderr, res.stderr
 
 
 def test_show_selects_a_json_time_topic_by_its_event_time(kafka_bootstrap: str,

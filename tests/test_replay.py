@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.kafkautil import Rec, create_topic
-from tests.replayutil import archived_topic, kcat_read, read_headers, replay
+from tests.replayutil import (
+    archived_topic,
+    assert_offset_map_matches,
+    kcat_read,
+    read_headers,
+    replay,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -58,9 +64,10 @@ def test_round_trip_is_byte_for_byte(kafka_bootstrap: str, tmp_path: Path) -> No
     dst_h = read_headers(kafka_bootstrap, dst, len(target))
     for t in target:
         assert dst_h[(t.partition, t.offset)][:-4] == src_h[t.source]
-    # the offset map translates source offsets to target offsets
+    # the offset map translates source offsets to target offsets, record for record
     for row in report["partitions"]:
         assert row["source_partition"] == row["target_partition"]
+    assert_offset_map_matches(tmp_path / "arch", report, target, source)
     # --no-provenance: exactly the source headers
     dst2 = _topic(kafka_bootstrap, 2)
     code, _, err = replay(kafka_bootstrap, url, "--topic", src, "--target", dst2,
@@ -159,10 +166,17 @@ def test_dry_run_and_preflight(kafka_bootstrap: str, tmp_path: Path) -> None:
     dst = _topic(kafka_bootstrap, 2, {"retention.ms": str(86_400_000)})
     code, report, err = replay(kafka_bootstrap, url, "--topic", src, "--target", dst,
                                "--dry-run", cwd=tmp_path)
-    assert code == 0, err
+    assert code == 6, err  # the dry run prints what it found, and says the replay is refused
+    assert err.startswith("eventvault: error: replay refused: "), err
+    assert err.count("\n") == 1, err
     assert report is not None
     assert sum(s["records"] for s in report["to_replay"]) == len(TRICKY)
     assert any("retention.ms" in f["message"] and f["fatal"] for f in report["preflight"])
+    code, report, err = replay(kafka_bootstrap, url, "--topic", src, "--target", dst,
+                               "--dry-run", "--timestamp", "now", cwd=tmp_path)
+    assert code == 0, err  # nothing refused: exit 0
+    assert report is not None
+    assert not (tmp_path / "arch" / "_replays").exists()  # a dry run stores nothing
     assert kcat_read(kafka_bootstrap, dst) == []
     code, _, err = replay(kafka_bootstrap, url, "--topic", src, "--target", dst, cwd=tmp_path)
     assert code == 6
@@ -205,3 +219,61 @@ def test_start_and_end_are_event_times_for_a_json_event_time_topic(kafka_bootstr
     assert code == 0, err
     assert report is not None
     assert sorted(r.source[1] for r in kcat_read(kafka_bootstrap, dst)) == list(range(30, 70))
+
+
+def test_nonsensical_arguments_are_refused_and_leave_nothing(kafka_bootstrap: str,
+                                                             tmp_path: Path) -> None:
+    """A topic not in the archive, an empty time or offset range, a negative rate, a key that
+    is not hex: one line, exit 2, no plan or report in _replays/, dry run or not."""
+    url = f"file://{tmp_path}/arch"
+    src = archived_topic(kafka_bootstrap, url, TRICKY, 2)
+    dst = _topic(kafka_bootstrap, 2)
+    cases = [
+        (["--topic", "no.such.source"], "topic no.such.source is not in the archive"),
+        (["--start", "2026-01-02T00:00Z", "--end", "2026-01-01T00:00Z"], "is not before --end"),
+        (["--start", "2026-01-01T00:00Z", "--end", "2026-01-01T00:00Z"], "is not before --end"),
+        (["--rate", "-5"], "want a number above 0, got '-5'"),
+        (["--rate", "0"], "want a number above 0"),
+        (["--rate", "nan"], "want a number above 0"),
+        (["--rate-bytes", "-1"], "want a number above 0"),
+        (["--from-offset", "10", "--to-offset", "5"], "--from-offset 10 is not before"),
+        (["--from-offset", "1:3", "--to-offset", "1:3"], "in partition 1"),
+        (["--from-offset", "-4"], "not an offset"),
+        (["--partition", "-1"], "want a whole number"),
+        (["--key", "hex:zz"], "is not hex:"),
+    ]
+    for number, (args, says) in enumerate(cases):
+        for dry_run in ([], ["--dry-run"])[:2 if number < 3 else 1]:
+            full = ["--topic", src, "--target", dst, *args, *dry_run]
+            code, _, err = replay(kafka_bootstrap, url, *full, cwd=tmp_path)
+            assert code == 2, (full, err)
+            assert err.count("\n") == 1, err
+            assert err.startswith("eventvault: error: "), err
+            assert says in err, (full, err)
+            assert not (tmp_path / "arch" / "_replays").exists(), full
+    assert kcat_read(kafka_bootstrap, dst) == []
+
+
+def test_a_paced_replay_outlives_the_transaction_timeout(kafka_bootstrap: str,
+                                                         tmp_path: Path) -> None:
+    """Paced to last 5 transaction timeouts, the replay commits by time as well as by count,
+    so the broker never aborts a transaction, and delivers exactly once (issue 10, item 6)."""
+    url = f"file://{tmp_path}/arch"
+    n = 400
+    records = [Rec(i % 2, f"k{i}".encode(), b"v" * 100, (), 1_767_225_600_000 + i)
+               for i in range(n)]
+    src = archived_topic(kafka_bootstrap, url, records, 2)
+    dst = _topic(kafka_bootstrap, 2)
+    started = time.monotonic()
+    code, report, err = replay(
+        kafka_bootstrap, url, "--topic", src, "--target", dst, "--rate", "40", cwd=tmp_path,
+        env={"EVENTVAULT_REPLAY__TRANSACTION_TIMEOUT_MS": "2000",
+             "EVENTVAULT_REPLAY__TRANSACTION_SECONDS": "1",
+             "EVENTVAULT_REPLAY__BATCH_BYTES": "1024"})  # batches go out while it is open
+    assert code == 0, err
+    assert report is not None
+    assert time.monotonic() - started > 10  # 5 times the transaction timeout
+    assert report["records"] == n
+    assert report["transactions"] >= 9  # one per second at most
+    target = kcat_read(kafka_bootstrap, dst)
+    assert sorted(r.source for r in target) == sorted((i % 2, i // 2) for i in range(n))

@@ -23,15 +23,18 @@ def add_parsers(sub: Any) -> None:
         "in erasure.topics: files holding them are rewritten under the same name, their other "
         "versions deleted, the result verified and written to the PII-free ledger. Without "
         "requests, re-checks the open ones (late records). See docs/ERASURE.md.")
-    erase.add_argument("--request-id", help="the request's id (with --subject)")
+    erase.add_argument("--request-id", help="the request's id (with --subject; default: "
+                       "re-check the open requests)")
     erase.add_argument("--subject", action="append", default=[],
                        help="a subject id to erase (repeatable; with --request-id)")
     erase.add_argument("--requests", type=Path, metavar="FILE",
                        help='JSON list of {"request_id": ..., "subject" or "subjects": ...} '
-                       "('-': standard input), so that ids stay out of shell history")
+                       "('-': standard input), so that ids stay out of shell history (default: "
+                       "none)")
     erase.add_argument("--dry-run", action="store_true",
                        help="find and count, write nothing (default: erase)")
-    erase.add_argument("--output", choices=["text", "json"], default="text")
+    erase.add_argument("--output", choices=["text", "json"], default="text",
+                       help="format of the summary on stdout")
     add_storage_url(erase)
     retention = sub.add_parser(
         "retention", help="delete whole hours older than each topic's retention.keep_days",
@@ -40,7 +43,8 @@ def add_parsers(sub: Any) -> None:
         "forever. See docs/ERASURE.md.")
     retention.add_argument("--dry-run", action="store_true",
                            help="list what would be deleted, delete nothing")
-    retention.add_argument("--output", choices=["text", "json"], default="text")
+    retention.add_argument("--output", choices=["text", "json"], default="text",
+                           help="format of the summary on stdout")
     add_storage_url(retention)
 
 

@@ -7,38 +7,61 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from pathlib import Path
 from typing import Any
 
-from eventvault.arguments import add_storage_url, settings_for, time_argument
+from eventvault.arguments import (
+    add_storage_url,
+    add_time_range,
+    key_argument,
+    natural_number,
+    output_path,
+    positive_int,
+    settings_for,
+    time_range,
+)
 from eventvault.errors import ConfigError
 from eventvault.layout import file_refs, topic_prefix
 from eventvault.query.selection import Selection, event_time_within, offset_ranges, select_files
-from eventvault.query.show import parse_key_argument, render, show_sql
+from eventvault.query.show import render, show_sql
 from eventvault.query.sql import file_urls
 from eventvault.storage import open_storage
-from eventvault.times import micros
+
+QUERY_HELP = ("Run DuckDB SQL over the archive. Each topic is a view named after it (quote "
+              'it: "shop.orders"), `events` spans all topics, `maintenance_ledger` holds '
+              "erasure and retention runs; views add key_text, value_text (NULL where not "
+              "UTF-8) and value_json (NULL where not JSON). Filters on timestamp also prune "
+              "the date/hour files read.")
+SHOW_HELP = ("Print a topic's archived records in order, with partition, offset, time, key and "
+             "headers, the value pretty-printed when it is JSON (hex otherwise). Times are "
+             "event times, selected as replay selects them.")
 
 
 def add_parsers(sub: Any) -> None:
     """The ``query`` and ``show`` subcommands' arguments."""
-    query = sub.add_parser("query", help="run DuckDB SQL over the archive: a view per topic "
-                           "and `events` over all")
-    query.add_argument("sql", nargs="?", help="the SQL to run")
-    query.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
-    query.add_argument("--output", type=Path, metavar="PATH", help="write here, not stdout")
+    query = sub.add_parser("query", description=QUERY_HELP, help="run DuckDB SQL over the "
+                           "archive: a view per topic and `events` over all")
+    query.add_argument("sql", nargs="?", help="the SQL to run (required unless --print-setup)")
+    query.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table",
+                       help="output format (parquet needs --output)")
+    query.add_argument("--output", type=output_path, metavar="PATH",
+                       help="write the result to this file (default: stdout)")
     add_storage_url(query)
     query.add_argument("--print-setup", action="store_true",
                        help="print the SQL that gives the plain duckdb CLI the same views")
-    show = sub.add_parser("show", help="print a topic's archived records for people")
-    show.add_argument("topic")
-    show.add_argument("--start", type=time_argument,
-                      help="event time, ISO-8601 (UTC if no offset), inclusive")
-    show.add_argument("--end", type=time_argument, help="event time, ISO-8601, exclusive")
-    show.add_argument("--partition", type=int, action="append", default=[])
-    show.add_argument("--key", action="append", default=[],
-                      help="UTF-8 key, or hex: followed by hex digits (repeatable)")
-    show.add_argument("--limit", type=int, default=50)
+    query.add_argument("--show-secrets", action="store_true",
+                       help="with --print-setup: print the S3 secret access key (and session "
+                       "token), not a placeholder")
+    show = sub.add_parser("show", description=SHOW_HELP,
+                          help="print a topic's archived records for people")
+    show.add_argument("topic", help="the archived topic")
+    add_time_range(show)
+    show.add_argument("--partition", type=natural_number, action="append", default=[],
+                      help="only this partition (repeatable; default: all)")
+    show.add_argument("--key", type=key_argument, action="append", default=[],
+                      help="only records with this key, UTF-8 or hex: followed by hex digits "
+                      "(repeatable; default: any key)")
+    show.add_argument("--limit", type=positive_int, default=50,
+                      help="print at most this many records")
     add_storage_url(show)
 
 
@@ -46,9 +69,14 @@ def run_query(args: argparse.Namespace) -> int:
     """Run ``eventvault query``."""
     from eventvault.query import engine  # noqa: PLC0415  (duckdb loads only for this command)
 
+    if args.show_secrets and not args.print_setup:
+        raise ConfigError("--show-secrets goes with --print-setup", setting="arguments")
+    if args.format == "parquet" and args.output is None and not args.print_setup:
+        raise ConfigError("--format parquet needs --output PATH", setting="arguments")
     settings = settings_for(args)
     if args.print_setup:
-        print("\n".join(engine.setup(settings.storage, for_print=True)))
+        print("\n".join(engine.setup(settings.storage, for_print=True,
+                                     show_secrets=args.show_secrets)))
         return 0
     if not args.sql:
         raise ConfigError("give the SQL to run, or --print-setup", setting="arguments")
@@ -60,14 +88,14 @@ def run_show(args: argparse.Namespace) -> int:
     """Run ``eventvault show``: the selected records, oldest first."""
     from eventvault.query import engine  # noqa: PLC0415  (duckdb loads only for this command)
 
+    start_us, end_us = time_range(args.start, args.end)
     settings = settings_for(args)
     refs = file_refs(open_storage(settings.storage).list(topic_prefix(args.topic)))
     if not refs:
         raise ConfigError(f"topic {args.topic} is not in the archive at {settings.storage.url}",
                           setting="topic")
-    start_us, end_us = (None if t is None else micros(t) for t in (args.start, args.end))
     selection = Selection(args.topic, start_us, end_us, partitions=tuple(args.partition),
-                          keys=tuple(parse_key_argument(k) for k in args.key))
+                          keys=tuple(args.key))
     spec = settings.archive.event_time_spec(args.topic)
     record_time = spec.field is None
     files = select_files(refs, selection, record_time)

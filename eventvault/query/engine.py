@@ -17,10 +17,10 @@ from typing import Any, Literal
 import duckdb
 import pyarrow as pa
 
-from eventvault.errors import QueryError
+from eventvault.errors import ConfigError, EventVaultError, QueryError, StorageError
 from eventvault.layout import LEDGER
 from eventvault.query import timeprune
-from eventvault.query.sql import quote_literal, setup_sql
+from eventvault.query.sql import LOAD_COMMENT, S3Access, quote_literal, setup_sql
 from eventvault.settings import ArchiveSettings, StorageSettings
 from eventvault.storage import open_storage
 from eventvault.storage.s3 import s3_credentials
@@ -38,24 +38,40 @@ def httpfs_path() -> str:
     return str(files[-1])
 
 
-def setup(storage: StorageSettings, *, for_print: bool = False,
+def setup(storage: StorageSettings, *, for_print: bool = False, show_secrets: bool = False,
           topics: Sequence[str] | None = None) -> list[str]:
     """The setup statements for ``storage``'s archive.
 
     ``topics``: listed if not given; ``()`` for no views at all (not even the ledger's).
+    ``for_print``: for the plain duckdb CLI, with comments, and with the S3 secret only if
+    ``show_secrets``.
     """
     ledger = False
     if topics is None or len(topics):
         archive = open_storage(storage)
         topics = archive.topics() if topics is None else topics
         ledger = next(iter(archive.list(LEDGER)), None) is not None
-    key_id, secret = (None, None)
-    if storage.is_s3 and not for_print:
-        key_id, secret = s3_credentials(storage)
-    elif storage.is_s3 and storage.access_key_id:
-        key_id = storage.access_key_id  # printed with a placeholder for the secret
-    return setup_sql(storage, topics, httpfs_path() if storage.is_s3 else None, key_id, secret,
-                     ledger)
+    access = None
+    if storage.is_s3:
+        access = S3Access(*s3_credentials(storage), reveal=show_secrets or not for_print)
+        if not (access.key_id and access.secret) and not for_print:
+            raise StorageError(f"S3 {storage.url}: no credentials (set storage.access_key_id "
+                               "and storage.secret_access_key, AWS_ACCESS_KEY_ID and "
+                               "AWS_SECRET_ACCESS_KEY, or an AWS profile)", url=storage.url)
+    statements = setup_sql(storage, topics, httpfs_path() if storage.is_s3 else None, access,
+                           ledger)
+    if for_print and access is not None:
+        notes = [LOAD_COMMENT]
+        if not access.key_id:
+            notes.append("-- no S3 credentials in the settings or the environment: fill in "
+                         "KEY_ID and SECRET")
+        statements[:1] = [*notes, statements[0]]
+    if for_print:  # as eventvault query prints times
+        statements.insert(0, _UTC)
+    return statements
+
+
+_UTC = "SET TimeZone = 'UTC';"
 
 
 def connect(storage: StorageSettings, topics: Sequence[str] | None = None, *,
@@ -68,19 +84,41 @@ def connect(storage: StorageSettings, topics: Sequence[str] | None = None, *,
     con = duckdb.connect(config={"autoinstall_known_extensions": False,
                                  "autoload_known_extensions": False})
     try:
-        con.execute("SET TimeZone = 'UTC'")  # times print in UTC, whatever the machine's zone
+        con.execute(_UTC)  # times print in UTC, whatever the machine's zone
         if memory_limit:
             con.execute(f"SET memory_limit = {quote_literal(memory_limit)}")
             con.execute("SET preserve_insertion_order = true")
         for statement in setup(storage, topics=topics):
             con.execute(statement)
     except duckdb.Error as exc:
-        raise QueryError(f"cannot open the archive at {storage.url}: {exc}") from exc
+        con.close()
+        raise failure(exc, f"cannot open the archive at {storage.url}: ") from exc
     return con
 
 
-def _first_line(exc: duckdb.Error) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+_REMOTE = re.compile(r"s3://|https?://|connection|resolve host", re.IGNORECASE)
+_S3_CODE = re.compile(r"^\w+: \S.*$")
+
+
+def failure(exc: Exception, context: str = "") -> EventVaultError:
+    """DuckDB's error as one line: a StorageError (exit 3) if reading S3 failed, else a QueryError.
+
+    Reading S3 failed when httpfs answered an HTTP error or could not connect.
+
+    httpfs's message spans lines; S3's error code (``AccessDenied: Access Denied``, on a line
+    of its own) is kept, the hints and the SQL excerpt after it are not. Arrow batch readers
+    pass DuckDB's errors on as Arrow errors with the same text.
+    """
+    text = str(exc)
+    lines = text.splitlines()
+    message = context + (lines[0] if lines else type(exc).__name__)
+    if isinstance(exc, duckdb.HTTPException) or text.startswith("HTTP Error") or (
+            (isinstance(exc, duckdb.IOException) or text.startswith("IO Error"))
+            and _REMOTE.search(text)):
+        codes = [line for line in lines[1:4] if _S3_CODE.match(line)]
+        return StorageError(message + (f" ({codes[0]})" if codes else ""),
+                            retriable=not text.startswith("HTTP Error"))
+    return QueryError(message)
 
 
 def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any], *,
@@ -89,17 +127,16 @@ def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any], *,
     try:
         return con.execute(sql, params).fetchall()
     except duckdb.Error as exc:
-        raise QueryError(f"{context}{_first_line(exc)}") from exc
+        raise failure(exc, context) from exc
 
 
 def record_batches(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any], rows: int, *,
                    context: str = "") -> Iterator[pa.RecordBatch]:
     """The rows of a parameterised query as Arrow batches of at most ``rows`` rows."""
     try:
-        reader = con.execute(sql, params).fetch_record_batch(rows)
-    except duckdb.Error as exc:
-        raise QueryError(f"{context}{_first_line(exc)}") from exc
-    yield from reader
+        yield from con.execute(sql, params).fetch_record_batch(rows)
+    except (duckdb.Error, pa.ArrowException) as exc:  # reading a batch reads files too
+        raise failure(exc, context) from exc
 
 
 _EXPLAIN = re.compile(r"\s*EXPLAIN(\s+ANALYZE)?\s+", re.IGNORECASE)
@@ -164,7 +201,11 @@ def run(storage: StorageSettings, sql: str, fmt: Format, output: Path | None,
     try:
         _write(con, sql, fmt, output)
     except duckdb.Error as exc:
-        raise QueryError(_first_line(exc)) from exc
+        if output is not None and f'"{output}"' in str(exc):  # DuckDB could not write there
+            raise ConfigError(f"--output {output}: {failure(exc)}", setting="--output") from exc
+        raise failure(exc) from exc
+    except OSError as exc:
+        raise ConfigError(f"--output {output}: {exc.strerror}", setting="--output") from exc
     finally:
         con.close()
 
@@ -184,7 +225,7 @@ def _write(con: duckdb.DuckDBPyConnection, sql: str, fmt: Format, output: Path |
             sys.stdout.write(text)
         return
     if fmt == "parquet" and output is None:
-        raise QueryError("--format parquet needs --output PATH")
+        raise ConfigError("--format parquet needs --output PATH", setting="arguments")
     target = str(output) if output else "/dev/stdout"
     options = {"csv": "FORMAT csv, HEADER true", "json": "FORMAT json",
                "parquet": "FORMAT parquet, COMPRESSION zstd"}[fmt]

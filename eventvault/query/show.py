@@ -16,11 +16,6 @@ from eventvault.query.sql import select_sql
 from eventvault.times import iso_time
 
 
-def parse_key_argument(text: str) -> bytes:
-    """A key given on the command line: UTF-8 text, or ``hex:`` followed by hex digits."""
-    return bytes.fromhex(text[4:]) if text.startswith("hex:") else text.encode()
-
-
 def show_sql(selection: Selection, urls: Sequence[str],
              ranges: Mapping[int, tuple[int, int | None]], limit: int | None,
              record_time: bool) -> tuple[str, list[Any]]:

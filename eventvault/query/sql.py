@@ -9,6 +9,7 @@ spans all topics. Views add ``key_text``, ``value_text`` (NULL where not UTF-8) 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from eventvault.layout import LEDGER
 from eventvault.settings import StorageSettings
@@ -62,21 +63,39 @@ def view_sql(name: str, files: str) -> str:
     return f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {select_sql(files)};"
 
 
-def secret_sql(storage: StorageSettings, key_id: str | None, secret: str | None) -> str | None:
+@dataclass(frozen=True)
+class S3Access:
+    """The credentials and region DuckDB reads S3 with (``reveal``: print the secrets)."""
+
+    key_id: str | None = None
+    secret: str | None = None
+    token: str | None = None
+    region: str | None = None
+    reveal: bool = True
+
+
+_HIDDEN = "<{} (eventvault query --print-setup --show-secrets prints it)>"
+
+
+def secret_sql(storage: StorageSettings, access: S3Access) -> str | None:
     """``CREATE SECRET`` for S3 storage (None for local storage).
 
-    Without a key id, DuckDB's own credential chain (its aws extension) finds credentials.
+    Key id and secret are given (DuckDB's own credential chain needs its ``aws`` extension,
+    which eventvault does not install); unless ``access.reveal``, the secret and session token
+    are placeholders.
     """
     if not storage.is_s3:
         return None
-    parts = ["TYPE s3"]
-    if key_id:
-        parts += [f"KEY_ID {quote_literal(key_id)}",
-                  f"SECRET {quote_literal(secret or '<secret access key>')}"]
-    else:
-        parts.append("PROVIDER credential_chain")
-    if storage.region:
-        parts.append(f"REGION {quote_literal(storage.region)}")
+
+    def hidden(value: str | None, what: str) -> str:
+        return quote_literal(value if value and access.reveal else _HIDDEN.format(what))
+
+    parts = ["TYPE s3",
+             f"KEY_ID {quote_literal(access.key_id or '<access key id>')}",
+             f"SECRET {hidden(access.secret, 'secret access key')}"]
+    if access.token:
+        parts.append(f"SESSION_TOKEN {hidden(access.token, 'session token')}")
+    parts.append(f"REGION {quote_literal(access.region or 'us-east-1')}")
     if storage.endpoint_url:
         scheme, _, host = storage.endpoint_url.partition("://")
         parts += [f"ENDPOINT {quote_literal(host.rstrip('/'))}", "URL_STYLE 'path'",
@@ -84,9 +103,15 @@ def secret_sql(storage: StorageSettings, key_id: str | None, secret: str | None)
     return f"CREATE OR REPLACE SECRET eventvault ({', '.join(parts)});"
 
 
+LOAD_COMMENT = ("-- httpfs, from the duckdb-extension-httpfs package eventvault installs "
+                "(never downloaded). DuckDB loads an extension by name only from its extension "
+                "directory (~/.duckdb/extensions, where INSTALL httpfs downloads it), so this "
+                "loads the installed file by its path; after INSTALL of that path once, "
+                "LOAD httpfs works anywhere.")
+
+
 def setup_sql(storage: StorageSettings, topics: Sequence[str], httpfs_path: str | None,
-              key_id: str | None = None, secret: str | None = None,
-              ledger: bool = False) -> list[str]:
+              access: S3Access | None = None, ledger: bool = False) -> list[str]:
     """Every statement that makes ``topics`` and ``events`` queryable.
 
     ``ledger``: the archive has a maintenance ledger, shown as the view ``maintenance_ledger``.
@@ -94,7 +119,7 @@ def setup_sql(storage: StorageSettings, topics: Sequence[str], httpfs_path: str 
     out = []
     if storage.is_s3:
         out.append(f"LOAD {quote_literal(httpfs_path)};" if httpfs_path else "LOAD httpfs;")
-        secret = secret_sql(storage, key_id, secret)
+        secret = secret_sql(storage, access or S3Access())
         if secret:
             out.append(secret)
     out += [view_sql(topic, glob(storage, topic)) for topic in topics]

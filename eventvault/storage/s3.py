@@ -14,11 +14,18 @@ import hashlib
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConfigParseError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
 
 from eventvault.errors import AccessDenied, ObjectChanged, StorageError
 from eventvault.settings import StorageSettings
@@ -35,6 +42,8 @@ _DENIED = {"403", "AccessDenied", "Forbidden"}
 _NEXT_PAGE = {"list_objects_v2": {"NextContinuationToken": "ContinuationToken"},
               "list_object_versions": {"NextKeyMarker": "KeyMarker",
                                        "NextVersionIdMarker": "VersionIdMarker"}}
+# Trying again cannot help these: the credentials or the AWS configuration are missing or bad.
+_FINAL = (NoCredentialsError, PartialCredentialsError, ProfileNotFound, ConfigParseError)
 _MULTIPART_THRESHOLD = 64 << 20
 _PART_SIZE = 32 << 20
 
@@ -275,29 +284,47 @@ def _retriable(exc: Exception) -> bool:
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return _code(exc) in _RETRIABLE_CODES or status >= 500 or status == 429
-    return True  # connection resets, timeouts, incomplete reads
+    return not isinstance(exc, _FINAL)  # connection resets, timeouts, incomplete reads
 
 
 def s3_client(settings: StorageSettings) -> S3Client:
     """A boto3 S3 client for eventvault's settings (credentials fall back to boto3's chain)."""
     secret = settings.secret_access_key.get_secret_value() if settings.secret_access_key \
         else None
-    return boto3.client(
-        "s3", endpoint_url=settings.endpoint_url, region_name=settings.region,
-        aws_access_key_id=settings.access_key_id, aws_secret_access_key=secret,
-        config=Config(retries={"mode": "adaptive", "max_attempts": 5},
-                      connect_timeout=10, read_timeout=60,
-                      s3={"addressing_style": "path"} if settings.endpoint_url else None),
-    )
+    try:
+        return boto3.client(
+            "s3", endpoint_url=settings.endpoint_url, region_name=settings.region,
+            aws_access_key_id=settings.access_key_id, aws_secret_access_key=secret,
+            config=Config(retries={"mode": "adaptive", "max_attempts": 5},
+                          connect_timeout=10, read_timeout=60,
+                          s3={"addressing_style": "path"} if settings.endpoint_url else None),
+        )
+    except (BotoCoreError, ValueError) as exc:  # a bad AWS config file or profile, endpoint
+        raise StorageError(f"S3 {settings.url}: {exc}", url=settings.url) from exc
 
 
-def s3_credentials(settings: StorageSettings) -> tuple[str | None, str | None]:
-    """The access key id and secret that eventvault uses: from settings, else boto3's chain."""
-    if settings.access_key_id:
-        secret = settings.secret_access_key
-        return settings.access_key_id, secret.get_secret_value() if secret else None
-    found = boto3.Session().get_credentials()
-    if found is None:
-        return None, None
-    frozen = found.get_frozen_credentials()
-    return frozen.access_key, frozen.secret_key
+class Credentials(NamedTuple):
+    """What DuckDB needs to read S3 as eventvault does."""
+
+    key_id: str | None
+    secret: str | None
+    token: str | None  # temporary credentials (a role, SSO) have a session token
+    region: str | None
+
+
+def s3_credentials(settings: StorageSettings) -> Credentials:
+    """The credentials and region eventvault uses: from settings, else boto3's chain."""
+    try:
+        session = boto3.Session()
+        region = settings.region or session.region_name
+        if settings.access_key_id:
+            secret = settings.secret_access_key
+            return Credentials(settings.access_key_id,
+                               secret.get_secret_value() if secret else None, None, region)
+        found = session.get_credentials()
+        frozen = found.get_frozen_credentials() if found else None
+    except BotoCoreError as exc:
+        raise StorageError(f"S3 {settings.url}: {exc}", url=settings.url) from exc
+    if frozen is None:
+        return Credentials(None, None, None, region)
+    return Credentials(frozen.access_key, frozen.secret_key, frozen.token, region)
