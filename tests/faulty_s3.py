@@ -11,6 +11,7 @@ the uploads of a zombie would.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import random
 import socket
@@ -46,6 +47,7 @@ class FaultyS3:
         self.released.set()
         self.held = 0
         self.answers: Counter[int] = Counter()  # statuses of requests that were held
+        self.opaque_etags = False  # answer etags that are not the MD5 of the data (SSE-KMS)
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -86,6 +88,8 @@ class FaultyS3:
                 for k, v in headers:
                     if k.lower() == "content-length" and self.command == "HEAD":
                         length = v  # a HEAD answer has no body but tells the object's size
+                    elif k.lower() == "etag" and proxy.opaque_etags:
+                        self.send_header(k, '"' + hashlib.md5(v.encode()).hexdigest() + '"')
                     elif k.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(k, v)
                 self.send_header("Content-Length", length)

@@ -83,7 +83,9 @@ class S3Storage:
         """Upload ``data`` only if no object is at ``key`` (``If-None-Match: *``).
 
         When the condition fails, the object there may be this very upload, written by an
-        attempt whose answer was lost: then its etag is that of ``data``, and this is True.
+        attempt whose answer was lost (or the same file written again after a restart): then
+        this is True. Its etag tells, except where S3's etag is not the MD5 of the data (SSE-KMS,
+        SSE-C): then the object is read back and compared.
         """
         try:
             self._retry(key, lambda: self._upload(self.prefix + key, data,
@@ -91,7 +93,9 @@ class S3Storage:
         except _Exists:
             head = self._retry(key, lambda: self.client.head_object(
                 Bucket=self.bucket, Key=self.prefix + key))
-            return bool(head["ETag"].strip('"') == _etag(data))
+            if head["ETag"].strip('"') == _etag(data):
+                return True
+            return head.get("ContentLength") == len(data) and self.get(key) == data
         return True
 
     def _upload(self, full: str, data: bytes, condition: dict[str, Any]) -> str | None:
