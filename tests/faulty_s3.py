@@ -21,6 +21,7 @@ Permissions, as S3 enforces them: ``deny_missing_heads`` answers a HEAD of a mis
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import random
 import socket
@@ -65,6 +66,7 @@ class FaultyS3:
         self.held = 0
         self.held_paths: list[str] = []  # paths (bucket/key) of the requests held, in order
         self.answers: Counter[int] = Counter()  # statuses of requests that were held
+        self.opaque_etags = False  # answer etags that are not the MD5 of the data (SSE-KMS)
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -112,6 +114,8 @@ class FaultyS3:
                 for k, v in headers:
                     if k.lower() == "content-length" and self.command == "HEAD":
                         length = v  # a HEAD answer has no body but tells the object's size
+                    elif k.lower() == "etag" and proxy.opaque_etags:
+                        self.send_header(k, '"' + hashlib.md5(v.encode()).hexdigest() + '"')
                     elif k.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(k, v)
                 self.send_header("Content-Length", length)

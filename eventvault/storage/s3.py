@@ -87,8 +87,10 @@ class S3Storage:
         """Upload ``data`` only if no object is at ``key`` (``If-None-Match: *``).
 
         When the condition fails, the object there may be this very upload, written by an
-        attempt whose answer was lost: then its etag is that of ``data``, and this is True. A
-        role that may write but not read (HEAD answers 403) gets False: an object is there.
+        attempt whose answer was lost (or the same file written again after a restart): then
+        this is True. Its etag tells, except where S3's etag is not the MD5 of the data (SSE-KMS,
+        SSE-C): then the object is read back and compared. A role that may write but not read
+        (HEAD answers 403) gets False: an object is there, and it is kept.
         """
         try:
             self._retry(key, lambda: self._upload(self.prefix + key, data,
@@ -97,8 +99,12 @@ class S3Storage:
             try:
                 head = self._head(key)
             except AccessDenied:
+                return False  # a role that may write but not read: an object is there, kept
+            if head is None:
                 return False
-            return bool(head is not None and head["ETag"].strip('"') == _etag(data))
+            if head["ETag"].strip('"') == _etag(data):
+                return True
+            return head.get("ContentLength") == len(data) and self.get(key) == data
         return True
 
     def _upload(self, full: str, data: bytes, condition: dict[str, Any]) -> str | None:
