@@ -8,92 +8,26 @@ Exactly-once rule (docs/EXACTLY_ONCE.md): after a restart from committed ``Progr
 a record that falls in a recorded cut is either skipped (the cut began below the resume offset,
 so its file was written before that offset was committed) or collected into that very cut,
 which is rolled exactly at its recorded last offset. No record can land in two files.
+
+Recovery is done in *rebuild passes*: while recorded cuts are rebuilt, no other record is
+buffered (so no new cut is decided and the progress only shrinks); the records skipped are read
+again once the pass is over (:meth:`PartitionState.take_rewind`). Memory pressure gives up
+rebuild buffers for the next pass (:func:`relieve_memory`), never rolls them early.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
 
+from eventvault.archiver.buffers import Buffer, Limits, RecordLike, Roll, record_size
+from eventvault.errors import ArchiveStateError
 from eventvault.format import Columns, Header
 from eventvault.layout import Hour
-from eventvault.progress import Cut, Progress
+from eventvault.progress import Cut, Progress, progress_chars
 from eventvault.times import MAX_MS, timestamp_us
 
-RECORD_OVERHEAD = 160
-"""Bytes of Python objects a buffered record costs beyond its key, value and headers."""
-
-
-class RecordLike(Protocol):
-    """What the batch path reads of a Kafka record (aiokafka's ConsumerRecord has it)."""
-
-    @property
-    def offset(self) -> int: ...  # noqa: D102
-    @property
-    def timestamp(self) -> int: ...  # noqa: D102
-    @property
-    def key(self) -> bytes | None: ...  # noqa: D102
-    @property
-    def value(self) -> bytes | None: ...  # noqa: D102
-    @property
-    def headers(self) -> Sequence[Header]: ...  # noqa: D102
-
-
-@dataclass(frozen=True)
-class Limits:
-    """When files roll, and how many decided cuts a partition may carry in its progress."""
-
-    max_records: int = 1_000_000
-    max_bytes: int = 128 << 20
-    idle_seconds: float = 120.0
-    max_age_seconds: float = 900.0
-    max_cuts: int = 64
-    grace_hours: int | None = None  # close hour H once hour H + grace + 1 is read
-
-
-class Buffer:
-    """Records of one hour bucket, from ``first`` on, not yet in a file."""
-
-    __slots__ = ("cols", "cut", "hour", "nbytes", "opened_at", "touched_at")
-
-    def __init__(self, partition: int, hour: Hour, now: float, cut: Cut | None) -> None:
-        self.hour = hour
-        self.cols = Columns(partition)
-        self.nbytes = 0
-        self.opened_at = now
-        self.touched_at = now
-        self.cut = cut  # set when rebuilding a recorded cut: roll exactly at cut.last
-
-    @property
-    def first(self) -> int:
-        """The offset this buffer's file will start at."""
-        return self.cut.first if self.cut else self.cols.offsets[0]
-
-    def to_cut(self) -> Cut:
-        """The cut this buffer becomes when rolled."""
-        return self.cut or Cut(self.cols.offsets[0], self.cols.offsets[-1], self.hour)
-
-    def put(self, offset: int, ts_us: int, ts_type: str, key: bytes | None,
-            value: bytes | None, headers: Sequence[Header], now: float) -> None:
-        """Buffer one record and count its size."""
-        self.cols.append(offset, ts_us, ts_type, key, value, headers)
-        self.nbytes += record_size(key, value, headers)
-        self.touched_at = now
-
-
-@dataclass(frozen=True)
-class Roll:
-    """A decided file: its cut and its records; ``rebuilt`` when it repeats a recorded cut."""
-
-    topic: str
-    partition: int
-    cut: Cut
-    cols: Columns
-    rebuilt: bool
-    nbytes: int = 0
-
+__all__ = ["Limits", "PartitionState", "RecordLike", "Roll", "record_size", "relieve_memory"]
 
 class PartitionState:
     """Buffers, decided cuts and the commit point of one assigned partition."""
@@ -112,11 +46,15 @@ class PartitionState:
         self._recorded: dict[Hour, list[Cut]] = {}
         for cut in sorted(progress.cuts):
             self._recorded.setdefault(cut.hour, []).append(cut)
-        self.blocked_at: int | None = None  # see _make_room
+        self.blocked_at: int | None = None  # see _make_room and take_rewind
         self.max_hour = -1  # the latest event hour read: closes old hours (Limits.grace_hours)
         self._forced = 0  # open buffers that rebuild a recorded cut
         # Recorded cuts at or above the resume offset whose buffer has not opened yet.
         self._unbuilt = {c for c in progress.cuts if c.first >= self.resume}
+        self._settled: set[Cut] = set()  # recorded cuts rebuilt by this owner: skip their records
+        self._given_up: set[Cut] = set()  # rebuild buffers dropped this pass (memory), see abandon
+        self._skipped_from: int | None = None  # the lowest offset skipped in this rebuild pass
+        self._rewind: int | None = None  # a pass is over: read again from here (take_rewind)
 
     # -- feeding records -------------------------------------------------------------------
     def add(self, offset: int, hour: Hour, ts_us: int, ts_type: str, key: bytes | None,
@@ -124,34 +62,94 @@ class PartitionState:
         """Buffer one record (offsets must increase); return the files this decides."""
         if offset < self.next_offset:
             return []
-        self.next_offset = offset + 1
         self.blocked_at = None
+        if self._rewind is None:
+            self.next_offset = offset + 1
         rolls = self.passed(offset) if self._forced or self._unbuilt else []
+        if self._rewind is not None:  # a rebuild pass is over: what it skipped comes again
+            self.blocked_at = self.take_rewind()
+            return rolls
         recorded = self._recorded_cut(hour, offset) if self._recorded else None
-        if recorded is not None and recorded.first < self.resume:
-            return rolls  # its file was durable before the resume offset was committed
-        buf = self.buffers.get(hour)
-        if buf is not None and buf.cut != recorded:
-            rolls.append(self.roll(hour))
+        rebuilding = bool(self._forced or self._unbuilt)
+        buf = None if rebuilding else self.buffers.get(hour)
+        if buf is not None and buf.fence is not None and offset >= buf.fence:
+            rolls.append(self.roll(hour))  # a file never spans a recorded cut of its hour
             buf = None
+        if recorded is not None and (recorded.first < self.resume or recorded in self._settled):
+            return rolls  # durable before the resume offset was committed, or decided again
+        if rebuilding:
+            return rolls + self._rebuild(recorded, offset, hour, ts_us, ts_type, key, value,
+                                         headers, now)
         if hour is not None and hour > self.max_hour:
             rolls += self._close_old_hours(hour)
         if buf is None:
-            if recorded is None and not self._make_room(rolls):
+            if not self._make_room(rolls, hour, offset):
                 self.next_offset = offset  # not taken: the caller feeds it again later
                 self.blocked_at = offset
                 return rolls
-            buf = self.buffers[hour] = Buffer(self.partition, hour, now, recorded)
-            if recorded is not None:
-                self._forced += 1
-                self._unbuilt.discard(recorded)
+            buf = self.buffers[hour] = Buffer(self.partition, hour, now, None,
+                                              self._fence(hour, offset))
         buf.put(offset, ts_us, ts_type, key, value, headers, now)
-        if recorded is not None:
-            if offset >= recorded.last:
-                rolls.append(self.roll(hour))
-        elif self._full(buf):
+        if self._full(buf):
             rolls.append(self.roll(hour))
         return rolls
+
+    def _rebuild(self, recorded: Cut | None, offset: int, hour: Hour, ts_us: int, ts_type: str,
+                 key: bytes | None, value: bytes | None, headers: Sequence[Header],
+                 now: float) -> list[Roll]:
+        """A record read in a rebuild pass: into its recorded cut's buffer, or skipped.
+
+        No other buffer opens while recorded cuts are rebuilt: the cuts a new buffer would add
+        to the progress could not be pruned before the rebuilds end (the resume offset stays
+        at the lowest of them), so they would grow it past the commit-metadata limit.
+        """
+        if recorded is None or recorded in self._given_up:
+            self._skip(offset)
+            return []
+        buf = self.buffers.get(hour)
+        if buf is None:
+            buf = self.buffers[hour] = Buffer(self.partition, hour, now, recorded)
+            self._forced += 1
+            self._unbuilt.discard(recorded)
+        buf.put(offset, ts_us, ts_type, key, value, headers, now)
+        if offset < recorded.last:
+            return []
+        rolls = [self.roll(hour)]
+        self._end_pass()
+        if self._rewind is not None:
+            self.blocked_at = self.take_rewind()
+        return rolls
+
+    def _skip(self, offset: int) -> None:
+        """Leave a record for after the rebuild pass (it is read again from ``offset``)."""
+        if self._skipped_from is None or offset < self._skipped_from:
+            self._skipped_from = offset
+
+    def _end_pass(self) -> None:
+        """After the last rebuild of a pass rolls (or is given up), rewind to what it skipped."""
+        if self._skipped_from is None or self._forced or self._unbuilt - self._given_up:
+            return
+        self._rewind = self.next_offset = self._skipped_from
+        self._skipped_from = None
+        self._given_up.clear()
+
+    def take_rewind(self) -> int | None:
+        """Where to read again after a rebuild pass, once (None: go on where reading is).
+
+        The caller seeks the partition there: records from there on come again.
+        """
+        offset, self._rewind = self._rewind, None
+        return offset
+
+    def abandon(self, hour: Hour) -> None:
+        """Drop the rebuild buffer of ``hour`` (memory): its cut is rebuilt in the next pass."""
+        buf = self.buffers.pop(hour)
+        assert buf.cut is not None, "only rebuild buffers are abandoned; others roll"
+        self._forced -= 1
+        self._unbuilt.add(buf.cut)
+        self._given_up.add(buf.cut)
+        self._skip(buf.cut.first)
+        self._end_pass()
 
     def add_records(self, records: Sequence[RecordLike], hours: Sequence[Hour],
                     ts_types: Sequence[str], now: float) -> list[Roll]:
@@ -189,7 +187,7 @@ class PartitionState:
                 rolls += self._close_old_hours(hour)
             buf = buffers.get(hour)
             if buf is None:
-                if not self._make_room(rolls):
+                if not self._make_room(rolls, hour, offset):
                     self.blocked_at = offset
                     return rolls
                 buf = buffers[hour] = Buffer(self.partition, hour, now, None)
@@ -220,18 +218,45 @@ class PartitionState:
                if b.cut is None and h is not None and h < hour - grace]
         return [self.roll(h) for h in old]
 
-    def _make_room(self, rolls: list[Roll]) -> bool:
-        """Whether a new buffer may open without the progress outgrowing ``max_cuts``.
+    def _make_room(self, rolls: list[Roll], hour: Hour, offset: int) -> bool:
+        """Whether a new buffer may open without the progress outgrowing its limits.
 
-        At the limit, every open buffer is rolled (``rolls`` gets them). If files are then
-        still pending, the answer is no: the caller stops at this record (``blocked_at``),
-        waits for the partition's uploads, commits (which prunes cuts) and feeds it again.
-        With nothing pending the limit is soft: only a rebuild can pin cuts then.
+        The limits are ``max_cuts`` and the encoded size (``max_progress_chars``), with every
+        open buffer counted at the widest cut it can become. At a limit, every open buffer is
+        rolled (``rolls`` gets them). If files are then still pending, the answer is no: the
+        caller stops at this record (``blocked_at``), waits for the partition's uploads,
+        commits (which prunes cuts) and feeds it again. With nothing pending, what is left are
+        recorded cuts beyond the records read so far: the count is soft then, the size is not.
         """
-        if len(self.cuts) + len(self.buffers) < self.limits.max_cuts:
+        if self._fits(hour, offset, count=True):
             return True
-        rolls += self.roll_all(include_rebuilds=False)
-        return not self.pending
+        rolls += self.roll_all()
+        if self.pending:
+            return False
+        if self._fits(hour, offset, count=False):
+            return True
+        raise ArchiveStateError(
+            f"partition {self.partition} of {self.topic}: the recorded cuts leave no room in the "
+            "commit metadata for a new file (progress written with a larger limit?)",
+            topic=self.topic, partition=self.partition, cuts=len(self.cuts))
+
+    def _fits(self, hour: Hour, offset: int, *, count: bool) -> bool:
+        """Whether a buffer opening at ``offset`` keeps the progress within its limits."""
+        point = min(self.commit_point(), offset)
+        self.cuts = {c for c in self.cuts if c.last >= point}  # as the next commit has them
+        if count and len(self.cuts) + len(self.buffers) >= self.limits.max_cuts:
+            return False
+        opened = [(h, b.first) for h, b in self.buffers.items()] + [(hour, offset)]
+        chars = progress_chars(point, self.cuts, opened, self.spec_hash)
+        return chars <= self.limits.max_progress_chars
+
+    def _fence(self, hour: Hour, offset: int) -> int | None:
+        """The first offset of the next recorded cut of ``hour`` after ``offset``, if any."""
+        cuts = self._recorded.get(hour)
+        if not cuts:
+            return None
+        i = bisect_right(cuts, offset, key=lambda c: c.first)
+        return cuts[i].first if i < len(cuts) else None
 
     def _recorded_cut(self, hour: Hour, offset: int) -> Cut | None:
         cuts = self._recorded.get(hour)
@@ -244,14 +269,19 @@ class PartitionState:
         """Roll rebuilt cuts that end below ``position``.
 
         Their last record never came (compaction, aborted transactions). Rebuilt cuts never
-        roll earlier than this: rolling one early could split it into two writes.
+        roll earlier than this: rolling one early could split it into two writes. Nothing
+        passes while a rewind is due: ``position`` is then that of the pass that ended.
         """
+        if self._rewind is not None:
+            return []
         late = [h for h, b in self.buffers.items() if b.cut is not None and b.cut.last < position]
         rolls = [self.roll(h) for h in late]
-        for cut in sorted(c for c in self._unbuilt if c.last < position):
+        for cut in sorted(c for c in self._unbuilt - self._given_up if c.last < position):
             self._unbuilt.discard(cut)
+            self._settled.add(cut)
             self.pending.add(cut)
             rolls.append(Roll(self.topic, self.partition, cut, Columns(self.partition), True))
+        self._end_pass()
         return rolls
 
     # -- rolling ---------------------------------------------------------------------------
@@ -262,14 +292,14 @@ class PartitionState:
         rebuilt = buf.cut is not None
         if rebuilt:
             self._forced -= 1
+            self._settled.add(cut)
         self.cuts.add(cut)
         self.pending.add(cut)
         return Roll(self.topic, self.partition, cut, buf.cols, rebuilt, buf.nbytes)
 
-    def roll_all(self, *, include_rebuilds: bool = True) -> list[Roll]:
-        """Close every buffer (rebuilt cuts too, unless told otherwise)."""
-        hours = [h for h, b in self.buffers.items() if include_rebuilds or b.cut is None]
-        return [self.roll(h) for h in hours]
+    def roll_all(self) -> list[Roll]:
+        """Close every buffer (rebuilt cuts too)."""
+        return [self.roll(h) for h in list(self.buffers)]
 
     def finish(self, position: int) -> list[Roll]:
         """Close everything at the end of a bounded run that stopped at ``position``."""
@@ -291,8 +321,16 @@ class PartitionState:
 
     @property
     def rebuilding(self) -> bool:
-        """Whether recorded cuts are still being rebuilt (see :meth:`passed`)."""
-        return bool(self._forced or self._unbuilt)
+        """Whether recorded cuts are still being rebuilt, or skipped records wait.
+
+        See :meth:`passed` and :meth:`take_rewind`.
+        """
+        return bool(self._forced or self._unbuilt or self._rewind is not None)
+
+    @property
+    def deferred(self) -> bool:
+        """Whether records were skipped by a rebuild pass and are still to be read again."""
+        return self._skipped_from is not None or self._rewind is not None
 
     # -- progress --------------------------------------------------------------------------
     @property
@@ -305,6 +343,8 @@ class PartitionState:
         starts = [b.first for b in self.buffers.values()]
         starts += [c.first for c in self.pending]
         starts += [c.first for c in self._unbuilt]
+        if self._skipped_from is not None:
+            starts.append(self._skipped_from)
         return min([*starts, self.next_offset])
 
     def progress(self) -> Progress:
@@ -318,8 +358,10 @@ def relieve_memory(states: Iterable[PartitionState], budget: int,
                    inflight_bytes: int) -> list[Roll]:
     """Roll the largest buffers while buffers and files in flight exceed ``budget``.
 
-    Rebuilt cuts are never rolled early; buffers are left alone once they are under a quarter
-    of the budget (what remains over it is in flight and drains by itself).
+    Buffers are left alone once they are under a quarter of the budget (what remains over it
+    is in flight and drains by itself). Rebuilt cuts are never rolled early: when only they are
+    left, the largest are given up for the next rebuild pass (:meth:`PartitionState.abandon`),
+    all but the oldest, which goes on, so that every pass completes one at least.
     """
     states = list(states)
     rolls: list[Roll] = []
@@ -332,12 +374,12 @@ def relieve_memory(states: Iterable[PartitionState], budget: int,
         nbytes, i, hour = max(candidates, key=lambda c: c[0])
         rolls.append(states[i].roll(hour))
         buffered -= nbytes
+    rebuilds = sorted((((b.opened_at, st.topic, st.partition, b.first), b.nbytes, st, h)
+                       for st in states for h, b in st.buffers.items() if b.cut is not None),
+                      key=lambda r: r[0])
+    for _, nbytes, state, hour in sorted(rebuilds[1:], key=lambda r: -r[1]):
+        if buffered + inflight_bytes <= budget or buffered <= budget // 4:
+            break
+        state.abandon(hour)
+        buffered -= nbytes
     return rolls
-
-
-def record_size(key: bytes | None, value: bytes | None, headers: Sequence[Header]) -> int:
-    """Estimated bytes one buffered record holds."""
-    size = RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
-    for h_key, h_value in headers:
-        size += 64 + len(h_key) + (len(h_value) if h_value else 0)
-    return size

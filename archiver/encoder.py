@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from eventvault import format as fmt
+from eventvault import observe
 from eventvault.archiver.batching import PartitionState, Roll
+from eventvault.errors import AccessDenied
 from eventvault.layout import FileRef
 from eventvault.storage import Storage
 
@@ -25,12 +27,42 @@ def write_file(storage: Storage, roll: Roll, zstd_level: int) -> int:
     """
     cut = roll.cut
     key = FileRef(roll.topic, cut.hour, roll.partition, cut.first, cut.last).key
-    if roll.rebuilt and (not len(roll.cols) or storage.exists(key)):
+    if roll.rebuilt and not len(roll.cols):
+        return 0  # a recorded cut whose records are all gone (compaction): no file
+    if roll.rebuilt and _known(storage, key):
+        _rebuilt(roll, key, already_written=True)
         return 0  # the file of a recorded cut that is already durable stays as written
     data = fmt.encode(fmt.to_table(roll.cols), zstd_level=zstd_level, metadata={
         "topic": roll.topic, "partition": str(roll.partition),
         "first_offset": str(cut.first), "last_offset": str(cut.last)})
-    return len(data) if storage.create(key, data) else 0
+    created = storage.create(key, data)
+    if roll.rebuilt:
+        _rebuilt(roll, key, already_written=not created)
+    return len(data) if created else 0
+
+
+def _known(storage: Storage, key: str) -> bool:
+    """Whether an object is known to be at ``key``.
+
+    S3 answers a HEAD of a missing key with 403 to a role without ``s3:ListBucket``: that is
+    "not known", and the conditional create that follows settles it (a real denial fails
+    there, as a StorageError).
+    """
+    try:
+        return storage.exists(key)
+    except AccessDenied:
+        return False
+
+
+def _rebuilt(roll: Roll, key: str, *, already_written: bool) -> None:
+    """Log a recorded cut rebuilt after a restart: its file found written, or written now."""
+    observe.event("recorded cut rebuilt", topic=roll.topic, partition=roll.partition, file=key,
+                  records=len(roll.cols), already_written=already_written)
+
+
+def _retrieved(future: asyncio.Future[int]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class Writer:
@@ -71,6 +103,9 @@ class Uploads:
     def start(self, state: PartitionState, roll: Roll) -> None:
         """Start writing the file of ``roll``, a decided cut of ``state``'s partition."""
         future = self.writer.submit(roll)
+        # Its error is raised by finished(); a run that ends on an earlier error drops this
+        # future, and asyncio would print it as "Future exception was never retrieved".
+        future.add_done_callback(_retrieved)
         # While a file is encoded, its records, the Arrow table and the Parquet bytes
         # coexist: count it at 2.5 times its buffered size.
         held = roll.nbytes * 5 // 2

@@ -253,6 +253,8 @@ class Archiver(Membership):
                                   cut=[r.cut.first, r.cut.last], records=len(r.cols),
                                   position=position, next_offset=state.next_offset)
                 rolls += [(state, r) for r in passed]
+                if (rewind := state.take_rewind()) is not None:  # a rebuild pass is over:
+                    self.consumer.seek(tp, rewind)  # read what it skipped
         return rolls
 
     def _relieve_memory(self) -> Owned:
@@ -361,7 +363,8 @@ class Archiver(Membership):
     async def _bounded_run_done(self) -> bool:
         """Whether a ``once`` run has read every assigned partition to its end offset."""
         for tp, state in list(self.states.items()):
-            if tp in self.done or not self.owns(tp, state):
+            # Records skipped by a rebuild pass come again (deferred).
+            if tp in self.done or state.deferred or not self.owns(tp, state):
                 continue
             end = self.ends.get(tp, 0)
             if state.next_offset < end:

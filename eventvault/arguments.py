@@ -76,14 +76,8 @@ def time_argument(text: str) -> Any:
 
 
 def positive_int(text: str) -> int:
-    """A whole number above 0."""
-    try:
-        number = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (got {number})")
-    return number
+    """A whole number, 1 or more (a limit)."""
+    return _whole_number(text, 1)
 
 
 def output_path(text: str) -> Path:
@@ -149,13 +143,17 @@ def positive_number(text: str) -> float:
 
 
 def natural_number(text: str) -> int:
-    """A whole number, 0 or more (a partition, an offset, a limit)."""
+    """A whole number, 0 or more (a partition, an offset)."""
+    return _whole_number(text, 0)
+
+
+def _whole_number(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"want a whole number, 0 or more, got {text!r}")
+        value = least - 1
+    if value < least:
+        raise argparse.ArgumentTypeError(f"want a whole number, {least} or more, got {text!r}")
     return value
 
 

@@ -48,6 +48,14 @@ class ObjectChanged(StorageError):
     retriable = True
 
 
+class AccessDenied(StorageError):
+    """S3 answered a HEAD with 403.
+
+    That is a real denial, or a missing key asked by a role without ``s3:ListBucket`` (S3 then
+    hides whether the key exists). Only a write can tell them apart.
+    """
+
+
 class BrokerError(EventVaultError):
     """Talking to Kafka failed, or Kafka refused what we asked (a missing topic, a group).
 

@@ -18,6 +18,7 @@ reads the recorded cuts too.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from eventvault.errors import ArchiveStateError
@@ -25,6 +26,8 @@ from eventvault.layout import Hour
 
 MAGIC = "ev1"
 MAX_METADATA_CHARS = 3800
+MAX_SPAN = (1 << 63) - 1
+"""The widest a cut can be: Kafka offsets are 64-bit signed integers."""
 
 
 @dataclass(frozen=True, order=True)
@@ -54,18 +57,35 @@ def spec_hash(fingerprint: str) -> str:
     return hashlib.sha256(fingerprint.encode()).hexdigest()[:8]
 
 
-def encode_progress(progress: Progress) -> str:
-    """Metadata text for a progress; raises if it would not fit the broker's limit."""
-    parts = []
-    for cut in sorted(progress.cuts):
-        hour = "n" if cut.hour is None else str(cut.hour)
-        parts.append(f"{hour}:{cut.first - progress.offset}:{cut.last - cut.first}")
+def encode_progress(progress: Progress, limit: int = MAX_METADATA_CHARS) -> str:
+    """Metadata text for a progress; raises if it is longer than ``limit`` characters."""
+    parts = _parts(progress.offset, sorted(progress.cuts))
     text = f"{MAGIC}|{progress.spec_hash}|{';'.join(parts)}"
-    if len(text) > MAX_METADATA_CHARS:
+    if len(text) > limit:
         raise ArchiveStateError(
-            f"progress of {len(progress.cuts)} cuts does not fit in commit metadata",
-            cuts=len(progress.cuts))
+            f"progress of {len(progress.cuts)} cuts does not fit in commit metadata "
+            f"({len(text)} characters, at most {limit})", cuts=len(progress.cuts))
     return text
+
+
+def progress_chars(offset: int, cuts: Iterable[Cut], open_firsts: Iterable[tuple[Hour, int]] = (),
+                   spec_hash: str = "") -> int:
+    """The length of the progress text once the open buffers ``(hour, first)`` are cuts too.
+
+    An open buffer's last offset is not known yet: it is counted at the widest a cut can be,
+    so what is decided while this fits still fits when those buffers roll, whatever their size.
+    """
+    widest = [Cut(first, first + MAX_SPAN, hour) for hour, first in open_firsts]
+    parts = _parts(offset, [*cuts, *widest])
+    return len(MAGIC) + len(spec_hash) + 2 + sum(map(len, parts)) + max(0, len(parts) - 1)
+
+
+def _parts(offset: int, cuts: Iterable[Cut]) -> list[str]:
+    parts = []
+    for cut in cuts:
+        hour = "n" if cut.hour is None else str(cut.hour)
+        parts.append(f"{hour}:{cut.first - offset}:{cut.last - cut.first}")
+    return parts
 
 
 def decode_progress(offset: int, text: str | None) -> Progress:

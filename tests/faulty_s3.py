@@ -7,17 +7,28 @@ or 403 AccessDenied (S3's XML error bodies) or has its connection dropped, befor
 to the real server. ``hold()`` makes requests wait in the proxy, their bodies read, until
 ``release()``: a client killed meanwhile leaves them behind, and they reach the server late, as
 the uploads of a zombie would.
+
+With ``streak=n``, a request for an object that gets a fault is followed by ``n - 1`` more faults
+for the same method and key: above botocore's 5 attempts, only eventvault's own retries get past
+it, and ``outlasted`` counts the streaks a client got past (each one at least one retry of its
+own). Listings (a GET of the bucket, counted as "LIST") get single faults. ``rates`` overrides
+``rate`` for some methods.
+
+Permissions, as S3 enforces them: ``deny_missing_heads`` answers a HEAD of a missing key with 403
+(what S3 answers a role without ``s3:ListBucket``), ``deny`` answers the methods it names with
+403 AccessDenied (a role without the permission).
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import random
 import socket
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 _ERRORS = {
     403: b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
@@ -33,8 +44,11 @@ class FaultyS3:
     def __init__(self, upstream: str, rate: float, methods: tuple[str, ...] = ("PUT", "POST"),
                  seed: int = 7,
                  faults: tuple[str, ...] = ("503", "500", "reset-before", "reset-after"),
-                 paths: str = "") -> None:
+                 paths: str = "", deny_missing_heads: bool = False, deny: tuple[str, ...] = (),
+                 streak: int = 1, rates: dict[str, float] | None = None) -> None:
         self.upstream = urlsplit(upstream)
+        self.deny_missing_heads = deny_missing_heads
+        self.deny = deny
         self.rate = rate
         self.faults = faults
         self.methods = methods
@@ -42,10 +56,17 @@ class FaultyS3:
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.injected: Counter[str] = Counter()
+        self.by_method: Counter[str] = Counter()  # faults injected, by HTTP method
+        self.streak = streak
+        self.rates = rates or {}
+        self.streaks: dict[tuple[str, str], tuple[str, int]] = {}  # (method, path): fault, left
+        self.outlasted = 0
         self.released = threading.Event()
         self.released.set()
         self.held = 0
+        self.held_paths: list[str] = []  # paths (bucket/key) of the requests held, in order
         self.answers: Counter[int] = Counter()  # statuses of requests that were held
+        self.opaque_etags = False  # answer etags that are not the MD5 of the data (SSE-KMS)
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,8 +81,12 @@ class FaultyS3:
                 if held:
                     with proxy.lock:
                         proxy.held += 1
+                        proxy.held_paths.append(unquote(urlsplit(self.path).path))
                     proxy.released.wait()
-                fault = proxy._pick(self.command) if proxy.paths in self.path else None
+                fault = (proxy._pick(self.command, urlsplit(self.path).path)
+                         if proxy.paths in self.path else None)
+                if self.command in proxy.deny:
+                    fault = proxy._count("403")
                 if fault in ("503", "500", "403"):
                     data = _ERRORS[int(fault)]
                     self.send_response(int(fault))
@@ -75,6 +100,9 @@ class FaultyS3:
                     return
                 status, headers, data = proxy._forward(self.command, self.path, self.headers,
                                                        body)
+                if status == 404 and self.command == "HEAD" and proxy.deny_missing_heads:
+                    status, headers = 403, [("Content-Length", "0")]
+                    proxy._count("403-head")
                 if held:
                     with proxy.lock:
                         proxy.answers[status] += 1
@@ -86,6 +114,8 @@ class FaultyS3:
                 for k, v in headers:
                     if k.lower() == "content-length" and self.command == "HEAD":
                         length = v  # a HEAD answer has no body but tells the object's size
+                    elif k.lower() == "etag" and proxy.opaque_etags:
+                        self.send_header(k, '"' + hashlib.md5(v.encode()).hexdigest() + '"')
                     elif k.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(k, v)
                 self.send_header("Content-Length", length)
@@ -104,13 +134,31 @@ class FaultyS3:
         self.endpoint_url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def _pick(self, method: str) -> str | None:
+    def _pick(self, method: str, path: str) -> str | None:
+        listing = method == "GET" and path.strip("/").count("/") == 0
         with self.lock:
-            if method not in self.methods or self.rng.random() >= self.rate:
+            if (method, path) in self.streaks:
+                fault, left = self.streaks.pop((method, path))
+                if not left:
+                    self.outlasted += 1  # the client retried past the whole streak
+                    return None
+                self.streaks[(method, path)] = (fault, left - 1)
+            elif (method not in self.methods
+                  or self.rng.random() >= self.rates.get("LIST" if listing else method,
+                                                         self.rate)):
                 return None
-            fault = self.rng.choice(self.faults)
+            else:
+                fault = self.rng.choice(self.faults)
+                if self.streak > 1 and not listing:
+                    self.streaks[(method, path)] = (fault, self.streak - 1)
             self.injected[fault] += 1
+            self.by_method["LIST" if listing else method] += 1
             return fault
+
+    def _count(self, fault: str) -> str:
+        with self.lock:
+            self.injected[fault] += 1
+        return fault
 
     def _forward(self, method: str, path: str, headers: object,
                  body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -83,7 +83,7 @@ def test_rebalance_between_two_members(kafka_bootstrap: str, tmp_path: Path) -> 
     producer.start()
     log = tmp_path / "archiver.log"
     a = start_archiver(env, log)
-    wait_for("the first member's partitions", lambda: log_events(log, "partitions assigned"))
+    wait_for(lambda: log_events(log, "partitions assigned"), "the first member's partitions")
     assert len(log_events(log, "partitions assigned")[0]["partitions"]) == partitions, \
         "the first member did not hold every partition before the second joined"
     time.sleep(2)

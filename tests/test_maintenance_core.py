@@ -7,6 +7,7 @@ import json
 import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -15,16 +16,18 @@ from hypothesis import strategies as st
 
 from eventvault import format as fmt
 from eventvault.errors import ConfigError
-from eventvault.layout import FileRef
+from eventvault.layout import FileRef, replay_key
 from eventvault.maintenance import index
 from eventvault.maintenance.erasure import erase_rows, leftovers, offsets_kept
 from eventvault.maintenance.guard import Guard
+from eventvault.maintenance.recipients import delivered
 from eventvault.maintenance.requests import check_request_id, merged
 from eventvault.maintenance.retention import expired, hour_blocked
 from eventvault.maintenance.steps import dry_run_of
 from eventvault.maintenance.subjects import SubjectSpec, keyed_hash, redact, subjects_of
 from eventvault.progress import Cut, Progress
-from eventvault.storage import ObjectVersion
+from eventvault.settings import StorageSettings
+from eventvault.storage import ObjectVersion, open_storage
 from eventvault.times import US_PER_HOUR, micros
 
 
@@ -181,3 +184,19 @@ def test_empty_and_large_indexes_decode(size: int) -> None:
     digests = [os.urandom(32) for _ in range(size)]
     bloom = index.Bloom.decode(index.Bloom.build(digests).encode(size))
     assert all(d in bloom for d in digests)
+
+
+def test_a_recipient_counts_each_record_once_across_map_files(tmp_path: Path) -> None:
+    """A fenced run and its successor may both leave a map of one transaction
+    (``offsets/<n>-<epoch>.parquet``); the ledger counts each delivered record once."""
+    storage = open_storage(StorageSettings(url=str(tmp_path)))
+    plan = {"replay_id": "r1", "selection": {"topic": "src"}, "target": {"topic": "dst"},
+            "created": "2026-12-01T00:00:00+00:00"}
+    storage.put(replay_key("r1", "plan.json"), json.dumps(plan).encode())
+    for epoch, target_offsets in ((0, [10, 11, 12]), (1, [13, 14, 15])):
+        storage.put(replay_key("r1", f"offsets/1-{epoch}.parquet"), fmt.encode_rows(
+            fmt.OFFSET_MAP_SCHEMA, {"source_partition": [0, 0, 0], "source_offset": [5, 6, 7],
+                                    "target_partition": [0, 0, 0],
+                                    "target_offset": target_offsets}))
+    found = delivered(storage, "src", [(0, 5), (0, 7), (1, 5)])
+    assert [(r.replay_id, r.target_topic, r.records) for r in found] == [("r1", "dst", 2)]

@@ -233,7 +233,7 @@ def test_show_refuses_nonsensical_arguments_in_one_line(kafka_bootstrap: str,
             (["--start", "2026-01-02T00:00Z", "--end", "2026-01-01T00:00Z"], "is not before --end"),
             (["--start", "2026-01-01T00:00Z", "--end", "2026-01-01T00:00Z"], "is not before --end"),
             (["--key", "hex:zz"], "'hex:zz' is not hex: followed by pairs of hex digits"),
-            (["--limit", "-1"], "want a whole number"),
+            (["--limit", "-1"], "want a whole number, 1 or more"),
             (["--partition", "-2"], "want a whole number")]:
         res = run_cli("show", topic, *args, env=env, cwd=tmp_path)
         assert res.returncode == 2, (args, res.stderr)

@@ -64,7 +64,7 @@ def test_rebalance_storm_with_a_zombie(kafka_bootstrap: str, tmp_path: Path) -> 
         logs.append(log)
         proc = start_archiver(env, log)
         started.append(proc)
-        wait_for(f"partitions of {log.name}", lambda: log_events(log, "partitions assigned"))
+        wait_for(lambda: log_events(log, "partitions assigned"), f"partitions of {log.name}")
         return proc, log
 
     try:

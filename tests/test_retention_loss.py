@@ -73,13 +73,13 @@ def test_loss_while_running_is_an_error_and_counted(kafka_bootstrap: str,
     with log.open("wb") as out:
         proc = start_cli("archive", env=env, stdout=out, stderr=out)
     try:
-        wait_for("the first 1000", lambda: _committed(kafka_bootstrap, f"g-{topic}", tp) == 1000)
+        wait_for(lambda: _committed(kafka_bootstrap, f"g-{topic}", tp) == 1000, "the first 1000")
         proc.send_signal(signal.SIGSTOP)
         time.sleep(1)  # its last fetch is answered (empty) while it cannot send another
         _records(kafka_bootstrap, topic, 1000, 1000)
         _delete_below(kafka_bootstrap, tp, 1500)
         proc.send_signal(signal.SIGCONT)
-        wait_for("the rest", lambda: _committed(kafka_bootstrap, f"g-{topic}", tp) == 2000)
+        wait_for(lambda: _committed(kafka_bootstrap, f"g-{topic}", tp) == 2000, "the rest")
         assert _scraped(port, topic) == 500
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

@@ -53,7 +53,7 @@ def test_summary_after_sigint_counts_what_is_durable_and_committed(kafka_bootstr
         proc = start_cli("archive", "--output", "json", env=env, stdout=subprocess.PIPE,
                          stderr=log)
         try:
-            wait_for("six files", lambda: len(list(store.list("topic="))) >= 6)
+            wait_for(lambda: len(list(store.list("topic="))) >= 6, "six files")
             time.sleep(2)  # read to the end; a periodic commit covers the six files
             proc.send_signal(signal.SIGINT)
             out, _ = proc.communicate(timeout=60)
@@ -135,9 +135,9 @@ def test_sigterm_while_puts_are_retried(kafka_bootstrap: str, s3_endpoint: str,
         with log.open("wb") as out:
             proc = start_cli("archive", env=env, stdout=out, stderr=out)
         try:
-            wait_for("some files", lambda: len(list(store.list("topic="))) >= 5)
+            wait_for(lambda: len(list(store.list("topic="))) >= 5, "some files")
             proxy.rate = 1.0  # from now on every PUT fails
-            wait_for("retries", lambda: len(log_events(log, "S3 request failed, retrying")) >= 3)
+            wait_for(lambda: len(log_events(log, "S3 request failed, retrying")) >= 3, "retries")
             code, took = _terminated(proc)
         finally:
             proc.kill()
@@ -184,7 +184,7 @@ def test_a_second_signal_exits_at_once(kafka_bootstrap: str, s3_endpoint: str, s
         with log.open("wb") as out:
             proc = start_cli("archive", env=env, stdout=out, stderr=out)
         try:
-            wait_for("a held PUT", lambda: proxy.held >= 1)
+            wait_for(lambda: proxy.held >= 1, "a held PUT")
             proc.send_signal(signal.SIGTERM)
             time.sleep(2)
             assert proc.poll() is None, "the first signal did not wait for the PUT in flight"

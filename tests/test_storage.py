@@ -14,6 +14,7 @@ from eventvault.errors import ObjectChanged
 from eventvault.settings import StorageSettings
 from eventvault.storage import Storage, delete_all_versions, open_storage
 from eventvault.storage.local import LocalStorage
+from tests.faulty_s3 import FaultyS3
 
 KEY = "topic=a/date=2026-01-01/hour=00/x.parquet"
 
@@ -71,6 +72,24 @@ def test_s3_storage(s3_endpoint: str, s3_bucket: str) -> None:
     _exercise(store)
     _create_never_replaces(store)
     _ranges_fetch_only_what_is_read(store)
+
+
+@pytest.mark.integration
+def test_s3_create_knows_its_own_upload_when_etags_are_not_md5(s3_endpoint: str,
+                                                               s3_bucket: str) -> None:
+    """Under SSE-KMS S3's etag is not the data's MD5: a create that finds its own earlier
+    upload (a lost answer, a file rebuilt after a restart) is still told it was written."""
+    proxy = FaultyS3(s3_endpoint, rate=0.0).start()
+    try:
+        proxy.opaque_etags = True
+        store = open_storage(StorageSettings(url=f"s3://{s3_bucket}/kms",
+                                             endpoint_url=proxy.endpoint_url))
+        assert store.create("f", b"the file")
+        assert store.create("f", b"the file")
+        assert not store.create("f", b"the fil!")
+        assert not store.create("f", b"another length")
+    finally:
+        proxy.stop()
 
 
 @pytest.mark.integration

@@ -49,19 +49,21 @@ def delivered(storage: Storage, topic: str,
     """The replays that delivered any of ``topic``'s records at ``places`` (partition, offset).
 
     Every offset map counts, also one of a transaction that may not have committed: telling a
-    recipient too many is better than one too few.
+    recipient too many is better than one too few. A record is counted once per replay,
+    however many map files name it (a fenced run's and its successor's map of one transaction,
+    ``offsets/<n>-<epoch>.parquet``).
     """
     wanted = set(places)
     recipients: list[Recipient] = []
     if not wanted:
         return recipients
     for replay_id, target, at in _replays_of(storage, topic):
-        count = 0
+        found: set[tuple[int, int]] = set()
         for key in storage.list(replay_key(replay_id, "offsets/")):
             table = fmt.decode_rows(fmt.OFFSET_MAP_SCHEMA, storage.get(key))
             pairs = zip(table.column("source_partition").to_pylist(),
                         table.column("source_offset").to_pylist(), strict=True)
-            count += sum(1 for pair in pairs if pair in wanted)
-        if count:
-            recipients.append(Recipient(replay_id, target, count, at))
+            found.update(pair for pair in pairs if pair in wanted)
+        if found:
+            recipients.append(Recipient(replay_id, target, len(found), at))
     return recipients

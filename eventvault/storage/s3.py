@@ -18,7 +18,6 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Iterator
-from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import boto3
@@ -34,7 +33,7 @@ from botocore.exceptions import (
 )
 
 from eventvault import observe
-from eventvault.errors import ObjectChanged, StorageError
+from eventvault.errors import AccessDenied, ObjectChanged, StorageError
 from eventvault.settings import StorageSettings
 from eventvault.storage.base import ObjectVersion, RangeReader
 
@@ -50,6 +49,10 @@ _BROKEN_CODES = {"NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                  "PermanentRedirect", "InvalidBucketName"}
 """What the access check takes as a broken setup (AccessDenied is not: see check_access)."""
 _ACCESS_CHECK_KEY = "_eventvault/access-check"
+_DENIED = {"403", "AccessDenied", "Forbidden"}
+_NEXT_PAGE = {"list_objects_v2": {"NextContinuationToken": "ContinuationToken"},
+              "list_object_versions": {"NextKeyMarker": "KeyMarker",
+                                       "NextVersionIdMarker": "VersionIdMarker"}}
 # Trying again cannot help these: the credentials or the AWS configuration are missing or bad.
 _FINAL = (NoCredentialsError, PartialCredentialsError, ProfileNotFound, ConfigParseError)
 _MULTIPART_THRESHOLD = 64 << 20
@@ -98,15 +101,24 @@ class S3Storage:
         """Upload ``data`` only if no object is at ``key`` (``If-None-Match: *``).
 
         When the condition fails, the object there may be this very upload, written by an
-        attempt whose answer was lost: then its etag is that of ``data``, and this is True.
+        attempt whose answer was lost (or the same file written again after a restart): then
+        this is True. Its etag tells, except where S3's etag is not the MD5 of the data (SSE-KMS,
+        SSE-C): then the object is read back and compared. A role that may write but not read
+        (HEAD answers 403) gets False: an object is there, and it is kept.
         """
         try:
             self._retry(key, lambda: self._upload(self.prefix + key, data,
                                                   {"IfNoneMatch": "*"}))
         except _Exists:
-            head = self._retry(key, lambda: self.client.head_object(
-                Bucket=self.bucket, Key=self.prefix + key))
-            return bool(head["ETag"].strip('"') == _etag(data))
+            try:
+                head = self._head(key)
+            except AccessDenied:
+                return False  # a role that may write but not read: an object is there, kept
+            if head is None:
+                return False
+            if head["ETag"].strip('"') == _etag(data):
+                return True
+            return head.get("ContentLength") == len(data) and self.get(key) == data
         return True
 
     def _upload(self, full: str, data: bytes, condition: dict[str, Any]) -> str | None:
@@ -144,15 +156,27 @@ class S3Storage:
 
     # -- reading ---------------------------------------------------------------------------
     def exists(self, key: str) -> bool:
-        """HEAD the object."""
-        def head() -> bool:
+        """HEAD the object.
+
+        Raises :class:`~eventvault.errors.AccessDenied` on 403, which is also S3's answer for
+        a missing key to a role without ``s3:ListBucket``: a caller about to create the object
+        may go on (the conditional create settles it; a real denial fails there).
+        """
+        return self._head(key) is not None
+
+    def _head(self, key: str) -> Any:
+        """HEAD the object: its answer, None if there is none, AccessDenied on 403."""
+        def head() -> Any:
             try:
-                self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+                return self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
             except ClientError as exc:
                 if _code(exc) in ("404", "NoSuchKey", "NotFound"):
-                    return False
+                    return None
+                if _code(exc) in _DENIED:
+                    raise AccessDenied(
+                        f"S3 {self.url}{key}: access denied (403) to HEAD: no s3:GetObject, "
+                        "or no such key and no s3:ListBucket", url=self.url, key=key) from exc
                 raise
-            return True
         return self._retry(key, head)
 
     def get(self, key: str, version_id: str | None = None) -> bytes:
@@ -189,21 +213,24 @@ class S3Storage:
         return (version.key for version in self.stat(prefix))
 
     def _pages(self, operation: str, **arguments: Any) -> Iterator[dict[str, Any]]:
-        """The pages of a LIST call, each retried on its own; a failure is a StorageError."""
+        """The pages of a LIST call, each retried as other calls are (a StorageError at last).
+
+        Page by page, from the continuation marker of the page before: a brown-out in the
+        middle of a long listing resumes where it stopped.
+        """
         call = getattr(self.client, operation)
         where = arguments.get("Prefix", "")[len(self.prefix):]
-        marker: dict[str, Any] = {}
         while True:
-            request = {"Bucket": self.bucket, **arguments, **marker}
-            page: dict[str, Any] = self._retry(where, partial(call, **request))
+            asked = dict(arguments)
+
+            def one_page(asked: dict[str, Any] = asked) -> dict[str, Any]:
+                return dict(call(Bucket=self.bucket, **asked))
+            page = self._retry(where, one_page)
             yield page
             if not page.get("IsTruncated"):
                 return
-            if operation == "list_objects_v2":
-                marker = {"ContinuationToken": page["NextContinuationToken"]}
-            else:
-                marker = {"KeyMarker": page["NextKeyMarker"],
-                          "VersionIdMarker": page["NextVersionIdMarker"]}
+            arguments.update({argument: page[marker] for marker, argument
+                              in _NEXT_PAGE[operation].items() if page.get(marker)})
 
     def stat(self, prefix: str = "") -> Iterator[ObjectVersion]:
         """LIST the current objects under the prefix, with sizes and etags."""
