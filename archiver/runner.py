@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventvault import format as fmt
-from eventvault import kafka, observe
+from eventvault import kafka, kafka_probes, observe
 from eventvault.archiver import adoption
 from eventvault.archiver.adoption import partition_name
 from eventvault.archiver.batching import Limits, PartitionState, Roll, relieve_memory
@@ -80,7 +80,7 @@ class Archiver(Membership):
         self._last_tick = self._last_commit = 0.0
         self._unassigned_seconds = 0.0
         self.faults = FaultPoints(config.fault_points)
-        self.log_starts = kafka.LogStarts(settings.kafka)
+        self.log_starts = kafka_probes.LogStarts(settings.kafka)
         self._jumps: list[tuple[TopicPartition, PartitionState, int, int]] = []
 
     def stop(self) -> None:

@@ -1,6 +1,8 @@
 """The aiokafka adapter: clients built from settings, log offsets, group offsets, topics.
 
-The only module that imports aiokafka. The archiver and replay get their consumer, producer
+The aiokafka adapter, with its two companions :mod:`eventvault.kafka_probes` (long-lived and
+range-reading probe clients) and :mod:`eventvault.kafka_protocol` (a request aiokafka lacks): no
+other module imports aiokafka. The archiver and replay get their consumer, producer
 and admin lookups here, and the aiokafka names they handle (``TopicPartition``, the rebalance
 listener base, the errors a commit may meet) through the re-exports below. Failures become
 :class:`~eventvault.errors.BrokerError`.
@@ -28,27 +30,17 @@ from aiokafka.errors import (
 )
 from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
-from aiokafka.protocol.api import Request, RequestStruct, Response
-from aiokafka.protocol.types import (
-    Boolean,
-    CompactArray,
-    CompactString,
-    Int16,
-    Int32,
-    Int64,
-    Schema,
-    TaggedFields,
-)
 from aiokafka.structs import OffsetAndMetadata
 
 from eventvault.errors import BrokerError
+from eventvault.kafka_protocol import UNSTABLE_OFFSET_COMMIT, StableOffsetFetch
 from eventvault.settings import KafkaSettings
 
 __all__ = ["COMMIT_REFUSED", "TRANSACTION_LOST", "AIOKafkaError", "BatchBuilder",
-           "IllegalStateError", "LogStarts", "OffsetAndMetadata", "ProducerFenced",
+           "IllegalStateError", "OffsetAndMetadata", "ProducerFenced",
            "RebalanceListener", "TopicInfo", "TopicPartition", "client_options", "commit_offsets",
            "committed_offsets", "consumer", "delete_records", "describe_topic", "log_offsets",
-           "producer_epoch", "quiet_internal_failures", "records_present",
+           "producer_epoch", "quiet_internal_failures",
            "stable_committed_offsets", "stop_quietly", "transactional_producer"]
 
 RebalanceListener = ConsumerRebalanceListener
@@ -176,37 +168,6 @@ async def delete_records(settings: KafkaSettings, before: dict[TopicPartition, i
                  lambda admin: admin.delete_records(deletions))
 
 
-class LogStarts:
-    """Log start offsets, read by a client of its own that stays open between lookups.
-
-    The archiver asks whenever a partition's offsets jump (is it retention, or markers and
-    compaction?), which can be every batch of a transactional topic: one request, not a new
-    client each time.
-    """
-
-    def __init__(self, settings: KafkaSettings) -> None:
-        self.settings = settings
-        self._probe: AIOKafkaConsumer | None = None
-
-    async def get(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """The log start offset of each of ``partitions`` now."""
-        try:
-            if self._probe is None:
-                self._probe = AIOKafkaConsumer(**client_options(self.settings))
-                await self._probe.start()
-            starts: dict[TopicPartition, int] = await self._probe.beginning_offsets(partitions)
-        except AIOKafkaError as exc:
-            raise BrokerError(f"cannot read log start offsets of {len(partitions)} partitions: "
-                              f"{exc}", retriable=exc.retriable) from exc
-        return starts
-
-    async def close(self) -> None:
-        """Stop the client (if one was started)."""
-        if self._probe is not None:
-            await stop_quietly(self._probe)
-            self._probe = None
-
-
 async def stop_quietly(client: AIOKafkaConsumer) -> None:
     """Stop a consumer; errors of its stopping are not the caller's.
 
@@ -223,61 +184,6 @@ async def stop_quietly(client: AIOKafkaConsumer) -> None:
             raise
     except AIOKafkaError:
         pass
-
-
-async def records_present(settings: KafkaSettings,
-                          ranges: dict[TopicPartition, tuple[tuple[int, int], ...]],
-                          ) -> dict[TopicPartition, list[tuple[int, int]]]:
-    """The offsets in each partition's ``ranges`` (inclusive) that hold committed records.
-
-    A read_committed client of its own reads only those ranges: offsets it skips hold
-    transaction markers, aborted records, or records compaction removed. Raises BrokerError
-    if a range stops being read for the request timeout.
-    """
-    found: dict[TopicPartition, list[tuple[int, int]]] = {tp: [] for tp in ranges}
-    if not ranges:
-        return found
-    probe = AIOKafkaConsumer(**client_options(settings), isolation_level="read_committed",
-                             enable_auto_commit=False)
-    try:
-        await probe.start()
-        probe.assign(list(ranges))
-        ends = await probe.end_offsets(list(ranges))
-        for tp, wanted in ranges.items():
-            probe.pause(*(other for other in ranges if other != tp))
-            probe.resume(tp)
-            for first, last in wanted:
-                await _read_range(probe, tp, first, min(last + 1, ends[tp]),
-                                  settings.request_timeout_ms / 1000, found[tp])
-    except AIOKafkaError as exc:
-        raise BrokerError(f"cannot read records of {len(ranges)} partitions: {exc}",
-                          retriable=exc.retriable) from exc
-    finally:
-        await probe.stop()
-    return found
-
-
-async def _read_range(probe: AIOKafkaConsumer, tp: TopicPartition, start: int, stop: int,
-                      stall_seconds: float, found: list[tuple[int, int]]) -> None:
-    """Add the offsets of records in ``[start, stop)`` to ``found`` (intervals, in order)."""
-    if start >= stop:
-        return
-    probe.seek(tp, start)
-    deadline, reached = time.monotonic() + stall_seconds, start
-    while (position := await probe.position(tp)) < stop:
-        if position > reached:  # progress: the timeout is for a stall, not for the range
-            deadline, reached = time.monotonic() + stall_seconds, position
-        if time.monotonic() > deadline:
-            raise BrokerError(f"reading {tp.topic}[{tp.partition}] from {start} to {stop} "
-                              f"stopped at {position}", retriable=True)
-        batch = await probe.getmany(tp, timeout_ms=500, max_records=50_000)
-        for record in batch.get(tp, []):
-            if record.offset >= stop:
-                break
-            if found and found[-1][1] + 1 == record.offset:
-                found[-1] = (found[-1][0], record.offset)
-            else:
-                found.append((record.offset, record.offset))
 
 
 async def _admin(settings: KafkaSettings, what: str,
@@ -342,56 +248,6 @@ async def commit_offsets(settings: KafkaSettings, group_id: str,
         await client.stop()
 
 
-_UNSTABLE_OFFSET_COMMIT = 88  # offsets of a transaction still open (KIP-447)
-
-
-class _OffsetFetchResponseV7(Response):  # type: ignore[misc]
-    API_KEY = 9
-    API_VERSION = 7
-    SCHEMA = Schema(
-        ("throttle_time_ms", Int32),
-        ("topics", CompactArray(
-            ("name", CompactString("utf-8")),
-            ("partitions", CompactArray(
-                ("partition_index", Int32), ("committed_offset", Int64),
-                ("committed_leader_epoch", Int32), ("metadata", CompactString("utf-8")),
-                ("error_code", Int16), ("tags", TaggedFields))),
-            ("tags", TaggedFields))),
-        ("error_code", Int16),
-        ("tags", TaggedFields))
-
-
-class _OffsetFetchRequestV7(RequestStruct):  # type: ignore[misc]
-    FLEXIBLE_VERSION = True
-    API_KEY = 9
-    API_VERSION = 7
-    RESPONSE_TYPE = _OffsetFetchResponseV7
-    SCHEMA = Schema(
-        ("group_id", CompactString("utf-8")),
-        ("topics", CompactArray(("name", CompactString("utf-8")),
-                                ("partition_indexes", CompactArray(Int32)),
-                                ("tags", TaggedFields))),
-        ("require_stable", Boolean),
-        ("tags", TaggedFields))
-
-
-class _StableOffsetFetch(Request[_OffsetFetchRequestV7]):  # type: ignore[misc]
-    """OffsetFetch with ``require_stable`` (v7; aiokafka's own request stops at v3)."""
-
-    API_KEY = 9
-
-    def __init__(self, group_id: str, partitions: list[TopicPartition]) -> None:
-        topics: dict[str, list[int]] = {}
-        for tp in partitions:
-            topics.setdefault(tp.topic, []).append(tp.partition)
-        self.group_id = group_id
-        self.topics: list[tuple[str, list[int], dict[int, bytes]]] = [
-            (topic, numbers, {}) for topic, numbers in topics.items()]
-
-    def build(self, request_struct_class: type[_OffsetFetchRequestV7]) -> _OffsetFetchRequestV7:
-        return request_struct_class(self.group_id, self.topics, True, {})
-
-
 async def stable_committed_offsets(settings: KafkaSettings, group_id: str,
                                    partitions: Iterable[TopicPartition], *,
                                    what: str = "committed offsets of group",
@@ -403,7 +259,7 @@ async def stable_committed_offsets(settings: KafkaSettings, group_id: str,
     aborted. After ``init_transactions`` fenced a transactional id, the offsets it committed
     are therefore final.
     """
-    request = _StableOffsetFetch(group_id, list(partitions))
+    request = StableOffsetFetch(group_id, list(partitions))
     deadline = time.monotonic() + settings.request_timeout_ms / 1000
 
     async def fetch(admin: AIOKafkaAdminClient) -> dict[TopicPartition, tuple[int, str]] | None:
@@ -415,7 +271,7 @@ async def stable_committed_offsets(settings: KafkaSettings, group_id: str,
             found, unstable = {}, False
             for topic, entries, _ in response.topics:
                 for partition, offset, _epoch, metadata, error_code, _ in entries:
-                    if error_code == _UNSTABLE_OFFSET_COMMIT:
+                    if error_code == UNSTABLE_OFFSET_COMMIT:
                         unstable = True
                     elif error_code:
                         raise for_code(error_code)()

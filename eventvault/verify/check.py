@@ -14,7 +14,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
-from eventvault import kafka
+from eventvault import kafka, kafka_probes
 from eventvault.errors import ArchiveStateError
 from eventvault.kafka import TopicPartition
 from eventvault.observe import ProgressBar
@@ -100,7 +100,7 @@ def _verify_topic(settings: Settings, storage: Storage, topic: str, group_id: st
         partitions[tp] = PartitionCheck(tp, by_partition[partition], state, check_hours)
     probes = {tp: part.ranges_to_read() for tp, part in partitions.items()}
     probes = {tp: ranges for tp, ranges in probes.items() if ranges}
-    present = asyncio.run(kafka.records_present(settings.kafka, probes))
+    present = asyncio.run(kafka_probes.records_present(settings.kafka, probes))
     reports = [part.report(tuple(present.get(tp, ()))) for tp, part in partitions.items()]
     stray = [Defect("bad_key", topic, key=key, detail="not an archive file name")
              for key in others]
