@@ -23,7 +23,7 @@ from eventvault.query import timeprune
 from eventvault.query.sql import LOAD_COMMENT, S3Access, quote_literal, setup_sql
 from eventvault.settings import ArchiveSettings, StorageSettings
 from eventvault.storage import open_storage
-from eventvault.storage.s3 import s3_credentials
+from eventvault.storage.s3_client import s3_credentials
 
 Format = Literal["table", "csv", "json", "parquet"]
 

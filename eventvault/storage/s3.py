@@ -1,5 +1,6 @@
-"""Storage in S3 (or anything that speaks its API: moto, MinIO): the only module that imports boto3.
+"""Storage in S3 (or anything that speaks its API: moto, MinIO).
 
+With :mod:`eventvault.storage.s3_client`, the only modules that import boto3.
 Objects below 64 MiB are one PUT; larger ones are multipart uploads in 32 MiB parts, completed
 in one request, so either way a reader sees the old object or the whole new one. ``create``
 sends ``If-None-Match: *`` (S3's conditional write), so it never replaces an object. botocore
@@ -18,32 +19,24 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConfigParseError,
     EndpointConnectionError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ProfileNotFound,
 )
 
 from eventvault import observe
 from eventvault.errors import AccessDenied, ObjectChanged, StorageError
 from eventvault.settings import StorageSettings
 from eventvault.storage.base import ObjectVersion, RangeReader
+from eventvault.storage.s3_client import cause_of, error_code, is_retriable, s3_client
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 T = TypeVar("T")
-_RETRIABLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
-                    "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "503", "500",
-                    "ConditionalRequestConflict"}
 _BROKEN_CODES = {"NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                  "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed",
                  "PermanentRedirect", "InvalidBucketName"}
@@ -53,8 +46,6 @@ _DENIED = {"403", "AccessDenied", "Forbidden"}
 _NEXT_PAGE = {"list_objects_v2": {"NextContinuationToken": "ContinuationToken"},
               "list_object_versions": {"NextKeyMarker": "KeyMarker",
                                        "NextVersionIdMarker": "VersionIdMarker"}}
-# Trying again cannot help these: the credentials or the AWS configuration are missing or bad.
-_FINAL = (NoCredentialsError, PartialCredentialsError, ProfileNotFound, ConfigParseError)
 _MULTIPART_THRESHOLD = 64 << 20
 _PART_SIZE = 32 << 20
 
@@ -129,7 +120,7 @@ class S3Storage:
                 return answer.get("VersionId")
             return self._multipart(full, data, condition)
         except ClientError as exc:
-            if _code(exc) == "PreconditionFailed":
+            if error_code(exc) == "PreconditionFailed":
                 raise _Exists(full) from exc
             raise
 
@@ -170,9 +161,9 @@ class S3Storage:
             try:
                 return self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
             except ClientError as exc:
-                if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                     return None
-                if _code(exc) in _DENIED:
+                if error_code(exc) in _DENIED:
                     raise AccessDenied(
                         f"S3 {self.url}{key}: access denied (403) to HEAD: no s3:GetObject, "
                         "or no such key and no s3:ListBucket", url=self.url, key=key) from exc
@@ -286,12 +277,12 @@ class S3Storage:
         try:
             self.client.get_object(Bucket=self.bucket, Key=self.prefix + _ACCESS_CHECK_KEY)
         except ClientError as exc:
-            code = _code(exc)
-            if code in _BROKEN_CODES or (_retriable(exc) and code != "AccessDenied"):
-                raise StorageError(f"S3 {self.url} is not usable: {_cause(exc)}",
+            code = error_code(exc)
+            if code in _BROKEN_CODES or (is_retriable(exc) and code != "AccessDenied"):
+                raise StorageError(f"S3 {self.url} is not usable: {cause_of(exc)}",
                                    url=self.url, key="", retriable=False) from exc
         except BotoCoreError as exc:
-            raise StorageError(f"S3 {self.url} is not usable: {_cause(exc)}", url=self.url,
+            raise StorageError(f"S3 {self.url} is not usable: {cause_of(exc)}", url=self.url,
                                key="", retriable=False) from exc
 
     def abandon_retries(self) -> None:
@@ -311,19 +302,19 @@ class S3Storage:
             except (ClientError, BotoCoreError) as exc:
                 self._reached = self._reached or isinstance(exc, ClientError)
                 # An endpoint never reached is a wrong setting, not a brown-out: fail at once.
-                retriable = _retriable(exc) and (
+                retriable = is_retriable(exc) and (
                     self._reached or not isinstance(exc, EndpointConnectionError))
                 if attempt == attempts or not retriable or self._abandoned.is_set():
                     why = " (stopping: retries abandoned)" if self._abandoned.is_set() else ""
-                    raise StorageError(f"S3 {self.url}{key}: {_cause(exc)}{why}", url=self.url,
+                    raise StorageError(f"S3 {self.url}{key}: {cause_of(exc)}{why}", url=self.url,
                                        key=key, retriable=retriable) from exc
                 delay = min(20.0, 0.2 * 2 ** attempt) * random.uniform(0.5, 1.0)  # noqa: S311
                 self.retries += 1
                 observe.event("S3 request failed, retrying", logging.WARNING, url=self.url,
                               key=key, attempt=attempt, attempts=attempts,
-                              retry_in_seconds=round(delay, 2), cause=_cause(exc))
+                              retry_in_seconds=round(delay, 2), cause=cause_of(exc))
                 if self._abandoned.wait(delay):
-                    raise StorageError(f"S3 {self.url}{key}: {_cause(exc)} (stopping: retries "
+                    raise StorageError(f"S3 {self.url}{key}: {cause_of(exc)} (stopping: retries "
                                        "abandoned)", url=self.url, key=key,
                                        retriable=True) from exc
             else:
@@ -339,70 +330,3 @@ def _etag(data: bytes) -> str:
     parts = [hashlib.md5(data[i:i + _PART_SIZE], usedforsecurity=False).digest()
              for i in range(0, len(data), _PART_SIZE)]
     return f"{hashlib.md5(b''.join(parts), usedforsecurity=False).hexdigest()}-{len(parts)}"
-
-
-def _code(exc: ClientError) -> str | None:
-    return exc.response.get("Error", {}).get("Code")
-
-
-def _cause(exc: Exception) -> str:
-    """What failed, in a few words: the S3 error code and message, or botocore's message."""
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
-        return f"{error.get('Code', status)} (HTTP {status}): {error.get('Message', '')}".rstrip(
-            ": ")
-    if isinstance(exc, NoCredentialsError):
-        return ("no credentials: set storage.access_key_id and storage.secret_access_key, "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an AWS profile or role")
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _retriable(exc: Exception) -> bool:
-    if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return _code(exc) in _RETRIABLE_CODES or status >= 500 or status == 429
-    return not isinstance(exc, _FINAL)  # connection resets, timeouts, incomplete reads
-
-
-def s3_client(settings: StorageSettings) -> S3Client:
-    """A boto3 S3 client for eventvault's settings (credentials fall back to boto3's chain)."""
-    secret = settings.secret_access_key.get_secret_value() if settings.secret_access_key \
-        else None
-    try:
-        return boto3.client(
-            "s3", endpoint_url=settings.endpoint_url, region_name=settings.region,
-            aws_access_key_id=settings.access_key_id, aws_secret_access_key=secret,
-            config=Config(retries={"mode": "standard", "total_max_attempts": 1},
-                          connect_timeout=10, read_timeout=60,
-                          s3={"addressing_style": "path"} if settings.endpoint_url else None),
-        )
-    except (BotoCoreError, ValueError) as exc:  # a bad AWS config file or profile, endpoint
-        raise StorageError(f"S3 {settings.url}: {exc}", url=settings.url) from exc
-
-
-class Credentials(NamedTuple):
-    """What DuckDB needs to read S3 as eventvault does."""
-
-    key_id: str | None
-    secret: str | None
-    token: str | None  # temporary credentials (a role, SSO) have a session token
-    region: str | None
-
-
-def s3_credentials(settings: StorageSettings) -> Credentials:
-    """The credentials and region eventvault uses: from settings, else boto3's chain."""
-    try:
-        session = boto3.Session()
-        region = settings.region or session.region_name
-        if settings.access_key_id:
-            secret = settings.secret_access_key
-            return Credentials(settings.access_key_id,
-                               secret.get_secret_value() if secret else None, None, region)
-        found = session.get_credentials()
-        frozen = found.get_frozen_credentials() if found else None
-    except BotoCoreError as exc:
-        raise StorageError(f"S3 {settings.url}: {exc}", url=settings.url) from exc
-    if frozen is None:
-        return Credentials(None, None, None, region)
-    return Credentials(frozen.access_key, frozen.secret_key, frozen.token, region)
