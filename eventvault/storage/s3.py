@@ -266,24 +266,26 @@ class S3Storage:
 
     # -- access and retries ----------------------------------------------------------------
     def check_access(self) -> None:
-        """One GET of a key that is not there, sent once: raise if S3 is clearly unusable.
+        """One GET of a key that is not there: raise if S3 is clearly unusable.
 
         GET, not HEAD, because a HEAD answer has no body to tell NoSuchBucket from NoSuchKey
         or a bad key from a missing one. The answers that pass: NoSuchKey, or the object, or
         AccessDenied (a role without ``s3:ListBucket`` gets 403 for a missing key; the writes
         it needs may still be allowed). Unreachable endpoint, no credentials, a missing bucket,
-        an unknown key id or a wrong secret raise StorageError (exit 3) at once.
+        an unknown key id or a wrong secret raise StorageError (exit 3) at once; a brown-out
+        (503, a dropped connection) is retried, with its WARNING lines, as any request is.
         """
         try:
-            self.client.get_object(Bucket=self.bucket, Key=self.prefix + _ACCESS_CHECK_KEY)
-        except ClientError as exc:
-            code = error_code(exc)
-            if code in _BROKEN_CODES or (is_retriable(exc) and code != "AccessDenied"):
-                raise StorageError(f"S3 {self.url} is not usable: {cause_of(exc)}",
-                                   url=self.url, key="", retriable=False) from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"S3 {self.url} is not usable: {cause_of(exc)}", url=self.url,
-                               key="", retriable=False) from exc
+            self._retry("", lambda: self.client.get_object(
+                Bucket=self.bucket, Key=self.prefix + _ACCESS_CHECK_KEY))
+        except StorageError as error:
+            cause = error.__cause__
+            if isinstance(cause, ClientError) and not is_retriable(cause) and \
+                    error_code(cause) not in _BROKEN_CODES:
+                return  # S3 answered: NoSuchKey, AccessDenied
+            reason = cause_of(cause) if isinstance(cause, Exception) else str(error)
+            raise StorageError(f"S3 {self.url} is not usable: {reason}", url=self.url,
+                               key="", retriable=False) from cause
 
     def abandon_retries(self) -> None:
         """Make every retry loop, running or to come, give up at its next wait (stopping)."""
