@@ -158,6 +158,8 @@ class Membership(kafka.RebalanceListener):  # type: ignore[misc]
                                                      progress.cuts, when="adoption")
             built[tp] = PartitionState(tp.topic, tp.partition, progress, self.limits, hashed)
             built[tp].next_offset = max(progress.offset, start)  # a jump to it is no new loss
+            if self.once:  # never stop inside a recorded cut (the first end seen may be in one)
+                self.ends[tp] = max(self.ends.get(tp, 0), built[tp].needed_end())
         # Positions are set here by seek() alone, never by aiokafka's reset path, which raced
         # with offset lookups (seen: a position at the end offset with no record delivered).
         # Below the log start offset (retention) there is nothing to read.

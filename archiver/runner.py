@@ -175,8 +175,9 @@ class Archiver(Membership):
             if fetched[0].offset > state.next_offset:
                 self._jumps.append((tp, state, state.next_offset, fetched[0].offset))
             records = fetched
-            if self.once and fetched[-1].offset >= self.ends[tp]:
-                records = [r for r in fetched if r.offset < self.ends[tp]]
+            end = max(self.ends[tp], state.needed_end()) if self.once else 0
+            if self.once and fetched[-1].offset >= end:  # never cut a recorded cut short
+                records = [r for r in fetched if r.offset < end]
             hours = hours_of(self.archive_settings.event_time_spec(tp.topic), records)
             ts_types = [_TS_TYPES.get(r.timestamp_type, "CreateTime") for r in records]
             rolls += [(state, r) for r in state.add_records(records, hours, ts_types, now)]
