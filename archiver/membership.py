@@ -178,20 +178,28 @@ class Membership(kafka.RebalanceListener):  # type: ignore[misc]
         mine = self._forget(set(revoked))
         if not mine:
             return
-        await self._drain(set(mine))
+        try:  # a failed upload collected here ends the run (its cut stays in the last commit)
+            await self._drain(set(mine))
+        except Exception as exc:
+            self._fail(exc)
+            return
         with contextlib.suppress(kafka.AIOKafkaError):
             await self._commit_states(mine, reset=False)
         observe.event("partitions revoked", partitions=sorted(partition_name(tp) for tp in mine))
+
+    def _fail(self, error: Exception) -> None:
+        """End the run with ``error`` raised in a listener (aiokafka would only log it)."""
+        self.fatal = self.fatal or error
+        self.stopping.set()
+        if not isinstance(error, EventVaultError):  # expected: the run's one error line
+            raise error
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Load the committed progress of newly assigned partitions."""
         try:
             await self._adopt(set(assigned))
-        except Exception as exc:  # aiokafka would only log it: end the run instead
-            self.fatal = exc
-            self.stopping.set()
-            if not isinstance(exc, EventVaultError):  # expected: the run's one error line
-                raise
+        except Exception as exc:
+            self._fail(exc)
             return
         observe.event("partitions assigned",
                       partitions=sorted(partition_name(tp) for tp in assigned))
