@@ -52,8 +52,12 @@ def check_event_time_setting(tp: TopicPartition, progress: Progress, hashed: str
 
 
 async def report_retention_loss(storage: Storage, tp: TopicPartition, lost_from: int,
-                                lost_to: int, cuts: Iterable[Cut], *, when: str) -> int:
+                                lost_to: int, cuts: Iterable[Cut], *, when: str,
+                                reported: dict[TopicPartition, int]) -> int:
     """Log (ERROR) and count the records in ``[lost_from, lost_to)`` that Kafka deleted unread.
+
+    Each offset is reported once: ``reported`` holds, per partition, the offset below which
+    loss was already reported (a rewind or a new adoption can come upon the same gap again).
 
     Offsets of that range that are in files of recorded ``cuts`` already written (by an owner
     before a crash) are archived, not lost: they are counted out. ``when`` says whether the
@@ -61,6 +65,10 @@ async def report_retention_loss(storage: Storage, tp: TopicPartition, lost_from:
     ends the run: if those files cannot be read (a role without ``s3:GetObject``), the whole
     range is reported as an upper bound, ``archived_in_recorded_cuts`` unknown.
     """
+    lost_from = max(lost_from, reported.get(tp, lost_from))
+    if lost_to <= lost_from:
+        return 0
+    reported[tp] = lost_to
     unread = ""
     try:
         in_files: int | str = await asyncio.to_thread(archived_offsets, storage, tp, cuts,

@@ -54,6 +54,7 @@ class Membership(kafka.RebalanceListener):  # type: ignore[misc]
         self.dirty: set[TopicPartition] = set()
         self.blocked: set[TopicPartition] = set()
         self.committed: dict[TopicPartition, int] = {}
+        self.reported_lost: dict[TopicPartition, int] = {}  # loss reported below, per partition
 
     async def _drain(self, tps: set[TopicPartition] | None = None) -> None:
         raise NotImplementedError  # the archiver's: wait for the files of ``tps`` in flight
@@ -155,7 +156,8 @@ class Membership(kafka.RebalanceListener):  # type: ignore[misc]
             start = starts.get(tp, 0)
             if tp in found and start > progress.offset:
                 await adoption.report_retention_loss(self.storage, tp, progress.offset, start,
-                                                     progress.cuts, when="adoption")
+                                                     progress.cuts, when="adoption",
+                                                     reported=self.reported_lost)
             built[tp] = PartitionState(tp.topic, tp.partition, progress, self.limits, hashed)
             built[tp].next_offset = max(progress.offset, start)  # a jump to it is no new loss
             if self.once:  # never stop inside a recorded cut (the first end seen may be in one)
