@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 
 from eventvault import format as fmt
 from eventvault import kafka, observe
-from eventvault.errors import ArchiveStateError
+from eventvault.errors import ArchiveStateError, StorageError
 from eventvault.kafka import TopicPartition
 from eventvault.layout import FileRef, parse_file_key, topic_prefix
 from eventvault.progress import Cut, Progress, decode_progress
@@ -52,20 +52,37 @@ def check_event_time_setting(tp: TopicPartition, progress: Progress, hashed: str
 
 
 async def report_retention_loss(storage: Storage, tp: TopicPartition, lost_from: int,
-                                lost_to: int, cuts: Iterable[Cut], *, when: str) -> int:
+                                lost_to: int, cuts: Iterable[Cut], *, when: str,
+                                reported: dict[TopicPartition, int]) -> int:
     """Log (ERROR) and count the records in ``[lost_from, lost_to)`` that Kafka deleted unread.
+
+    Each offset is reported once: ``reported`` holds, per partition, the offset below which
+    loss was already reported (a rewind or a new adoption can come upon the same gap again).
 
     Offsets of that range that are in files of recorded ``cuts`` already written (by an owner
     before a crash) are archived, not lost: they are counted out. ``when`` says whether the
-    loss was found at adoption or while running. Returns the records lost.
+    loss was found at adoption or while running. Returns the records lost. The report never
+    ends the run: if those files cannot be read (a role without ``s3:GetObject``), the whole
+    range is reported as an upper bound, ``archived_in_recorded_cuts`` unknown.
     """
-    in_files = await asyncio.to_thread(archived_offsets, storage, tp, cuts, lost_from, lost_to)
-    lost = lost_to - lost_from - in_files
+    lost_from = max(lost_from, reported.get(tp, lost_from))
+    if lost_to <= lost_from:
+        return 0
+    reported[tp] = lost_to
+    unread = ""
+    try:
+        in_files: int | str = await asyncio.to_thread(archived_offsets, storage, tp, cuts,
+                                                      lost_from, lost_to)
+    except StorageError as exc:
+        in_files, unread = "unknown", str(exc)
+    lost = lost_to - lost_from - (in_files if isinstance(in_files, int) else 0)
     if lost > 0:
         observe.event("records deleted by retention before they were archived",
                       logging.ERROR, topic=tp.topic, partition=tp.partition, found=when,
                       lost_from=lost_from, lost_to=lost_to - 1, records=lost,
-                      archived_in_recorded_cuts=in_files)
+                      archived_in_recorded_cuts=in_files,
+                      **({"records_is_upper_bound": True, "files_unread": unread} if unread
+                         else {}))
         observe.LOST.labels(tp.topic, str(tp.partition)).inc(lost)
     return lost
 

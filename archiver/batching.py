@@ -302,8 +302,22 @@ class PartitionState:
         return [self.roll(h) for h in list(self.buffers)]
 
     def finish(self, position: int) -> list[Roll]:
-        """Close everything at the end of a bounded run that stopped at ``position``."""
-        return self.passed(position) + self.roll_all()
+        """Close what a bounded run that stopped at ``position`` may close.
+
+        Rebuilt cuts roll only once ``position`` is past their recorded last offset: one left
+        open holds the commit point below its records, which the next run reads again.
+        """
+        rolls = self.passed(position)
+        return rolls + [self.roll(h) for h, b in list(self.buffers.items()) if b.cut is None]
+
+    def needed_end(self) -> int:
+        """The offset a bounded run must read up to: past every recorded cut (0 if none).
+
+        A recorded cut is rebuilt whole or not at all: a file named after it with part of its
+        records would let the next run skip the rest as durable.
+        """
+        cuts = self.cuts | self._unbuilt | {b.cut for b in self.buffers.values() if b.cut}
+        return max((c.last + 1 for c in cuts), default=0)
 
     def roll_expired(self, now: float) -> list[Roll]:
         """Close buffers idle for ``idle_seconds`` or open for ``max_age_seconds``."""

@@ -54,6 +54,7 @@ class Membership(kafka.RebalanceListener):  # type: ignore[misc]
         self.dirty: set[TopicPartition] = set()
         self.blocked: set[TopicPartition] = set()
         self.committed: dict[TopicPartition, int] = {}
+        self.reported_lost: dict[TopicPartition, int] = {}  # loss reported below, per partition
 
     async def _drain(self, tps: set[TopicPartition] | None = None) -> None:
         raise NotImplementedError  # the archiver's: wait for the files of ``tps`` in flight
@@ -155,9 +156,12 @@ class Membership(kafka.RebalanceListener):  # type: ignore[misc]
             start = starts.get(tp, 0)
             if tp in found and start > progress.offset:
                 await adoption.report_retention_loss(self.storage, tp, progress.offset, start,
-                                                     progress.cuts, when="adoption")
+                                                     progress.cuts, when="adoption",
+                                                     reported=self.reported_lost)
             built[tp] = PartitionState(tp.topic, tp.partition, progress, self.limits, hashed)
             built[tp].next_offset = max(progress.offset, start)  # a jump to it is no new loss
+            if self.once:  # never stop inside a recorded cut (the first end seen may be in one)
+                self.ends[tp] = max(self.ends.get(tp, 0), built[tp].needed_end())
         # Positions are set here by seek() alone, never by aiokafka's reset path, which raced
         # with offset lookups (seen: a position at the end offset with no record delivered).
         # Below the log start offset (retention) there is nothing to read.
@@ -176,20 +180,28 @@ class Membership(kafka.RebalanceListener):  # type: ignore[misc]
         mine = self._forget(set(revoked))
         if not mine:
             return
-        await self._drain(set(mine))
+        try:  # a failed upload collected here ends the run (its cut stays in the last commit)
+            await self._drain(set(mine))
+        except Exception as exc:
+            self._fail(exc)
+            return
         with contextlib.suppress(kafka.AIOKafkaError):
             await self._commit_states(mine, reset=False)
         observe.event("partitions revoked", partitions=sorted(partition_name(tp) for tp in mine))
+
+    def _fail(self, error: Exception) -> None:
+        """End the run with ``error`` raised in a listener (aiokafka would only log it)."""
+        self.fatal = self.fatal or error
+        self.stopping.set()
+        if not isinstance(error, EventVaultError):  # expected: the run's one error line
+            raise error
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Load the committed progress of newly assigned partitions."""
         try:
             await self._adopt(set(assigned))
-        except Exception as exc:  # aiokafka would only log it: end the run instead
-            self.fatal = exc
-            self.stopping.set()
-            if not isinstance(exc, EventVaultError):  # expected: the run's one error line
-                raise
+        except Exception as exc:
+            self._fail(exc)
             return
         observe.event("partitions assigned",
                       partitions=sorted(partition_name(tp) for tp in assigned))

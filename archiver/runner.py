@@ -175,8 +175,9 @@ class Archiver(Membership):
             if fetched[0].offset > state.next_offset:
                 self._jumps.append((tp, state, state.next_offset, fetched[0].offset))
             records = fetched
-            if self.once and fetched[-1].offset >= self.ends[tp]:
-                records = [r for r in fetched if r.offset < self.ends[tp]]
+            end = max(self.ends[tp], state.needed_end()) if self.once else 0
+            if self.once and fetched[-1].offset >= end:  # never cut a recorded cut short
+                records = [r for r in fetched if r.offset < end]
             hours = hours_of(self.archive_settings.event_time_spec(tp.topic), records)
             ts_types = [_TS_TYPES.get(r.timestamp_type, "CreateTime") for r in records]
             rolls += [(state, r) for r in state.add_records(records, hours, ts_types, now)]
@@ -201,7 +202,8 @@ class Archiver(Membership):
                               partition=tp.partition, expected=expected, got=got)
                 continue
             await adoption.report_retention_loss(self.storage, tp, expected, min(got, start),
-                                                 state.cuts, when="while running")
+                                                 state.cuts, when="while running",
+                                                 reported=self.reported_lost)
 
     def _count_taken(self, tp: TopicPartition, state: PartitionState, records: list[Any]) -> None:
         """Count the records buffered; a blocked partition is read again from where it stopped."""
@@ -260,6 +262,9 @@ class Archiver(Membership):
     def _relieve_memory(self) -> Owned:
         rolls = relieve_memory(self.states.values(), self.archive_settings.memory_budget_bytes,
                                self.uploads.held_bytes)
+        for tp, state in self.states.items():  # a pass ended by giving up a rebuild: read its
+            if (rewind := state.take_rewind()) is not None:  # skipped records again now, not
+                self.consumer.seek(tp, rewind)  # after a batch that would look like a jump
         self.summary.peak_buffered_bytes = max(self.summary.peak_buffered_bytes, self._held())
         return [(self.states[TopicPartition(r.topic, r.partition)], r) for r in rolls]
 

@@ -45,3 +45,22 @@ def test_hours_of() -> None:
     recs = [R(3_600_000 * 5 + 1, None), R(-1, None), R(0, b'{"at": "1970-01-01T07:00:00Z"}')]
     assert hours_of(EventTimeSpec(), recs) == [5, None, 0]
     assert hours_of(EventTimeSpec("at"), recs) == [None, None, 7]
+
+
+def test_a_bounded_run_never_closes_a_rebuilt_cut_before_its_recorded_last_offset() -> None:
+    """A --once run whose end offset falls inside a recorded cut leaves the cut open.
+
+    Closing it would write the file named after the cut with part of its records, and the next
+    run would skip the rest as durable (lost).
+    """
+    cut = Cut(5, 20, 1)
+    st = PartitionState("t", 0, Progress(5, (cut,)), Limits())
+    for offset in range(5, 10):  # the first end offset seen was 10, inside the cut
+        st.add(offset, 1, 0, "CreateTime", None, b"x", (), 0.0)
+    assert st.finish(10) == []
+    assert st.needed_end() == 21  # how far a bounded run adopting it reads
+    assert st.commit_point() == 5  # the next run reads the cut again
+    for offset in range(10, 21):
+        st.add(offset, 1, 0, "CreateTime", None, b"x", (), 0.0)
+    assert st.progress().offset == 5
+    assert len(st.pending) == 1

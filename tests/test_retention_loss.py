@@ -19,10 +19,12 @@ from prometheus_client import REGISTRY
 
 from eventvault import kafka
 from eventvault.kafka import TopicPartition
-from eventvault.settings import KafkaSettings
+from eventvault.settings import KafkaSettings, StorageSettings
+from eventvault.storage import open_storage
 from eventvault.storage.local import LocalStorage
-from tests.cliutil import archiver_env, start_cli
+from tests.cliutil import archiver_env, run_cli, start_cli
 from tests.crashutil import BASE_MS, log_events, wait_for
+from tests.faulty_s3 import FaultyS3
 from tests.kafkautil import Rec, archive_once, create_topic, produce, read_archive, settings
 
 pytestmark = pytest.mark.integration
@@ -126,5 +128,43 @@ def test_loss_at_start_up_leaves_out_files_of_recorded_cuts(kafka_bootstrap: str
     assert (REGISTRY.get_sample_value(LOST, labels) or 0.0) - before == expected
     rows = read_archive(store)
     counts = Counter(r["offset"] for r in rows)
+    assert set(counts.values()) == {1}
+    assert set(counts) == set(range(1000)) - (set(range(700)) - in_files)
+
+
+def test_a_loss_report_that_cannot_read_the_files_does_not_end_the_run(
+        kafka_bootstrap: str, s3_endpoint: str, s3_bucket: str, tmp_path: Path) -> None:
+    """As above, but the restart's role may only write (S3 answers 403 to GET and HEAD): the
+    files of recorded cuts cannot be counted out. The run goes on (it exited 3 at every start)
+    and reports the whole range as an upper bound."""
+    topic = f"loss.denied-{uuid.uuid4().hex[:6]}"
+    tp = TopicPartition(topic, 0)
+    create_topic(kafka_bootstrap, topic)
+    _records(kafka_bootstrap, topic, 0, 1000)
+    url = f"s3://{s3_bucket}/loss-denied"
+    env = {**archiver_env(kafka_bootstrap, url, topic, MAX_FILE_RECORDS="100"),
+           "EVENTVAULT_STORAGE__ENDPOINT_URL": s3_endpoint}
+    log = tmp_path / "archiver.log"
+    with log.open("wb") as out:
+        killed = {**env, "EVENTVAULT_ARCHIVE__FAULT_POINTS": '{"file-durable": "kill"}'}
+        proc = start_cli("archive", env=killed, stdout=out, stderr=out)
+    assert proc.wait(timeout=120) == -signal.SIGKILL
+    resume = _committed(kafka_bootstrap, f"g-{topic}", tp)
+    store = open_storage(StorageSettings(url=url, endpoint_url=s3_endpoint))
+    in_files = {r["offset"] for r in read_archive(store)}
+    assert {o for o in in_files if 0 <= resume <= o < 700}, "no written file to count out"
+    _delete_below(kafka_bootstrap, tp, 700)
+    proxy = FaultyS3(s3_endpoint, rate=0.0, deny=("GET", "HEAD")).start()
+    try:
+        done = run_cli("archive", "--once", timeout=180,
+                       env={**env, "EVENTVAULT_STORAGE__ENDPOINT_URL": proxy.endpoint_url})
+    finally:
+        proxy.stop()
+    assert done.returncode == 0, done.stderr[-3000:]
+    [report] = log_events(done.stderr, "records deleted by retention before they were archived")
+    assert report["records"] == 700 - resume
+    assert report["archived_in_recorded_cuts"] == "unknown"
+    assert report["records_is_upper_bound"] is True
+    counts = Counter(r["offset"] for r in read_archive(store))
     assert set(counts.values()) == {1}
     assert set(counts) == set(range(1000)) - (set(range(700)) - in_files)
