@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,8 +153,33 @@ class ReplayProducer:
         for partition, files in self.prepared.files.items():
             ranges = {partition: self.prepared.ranges[partition]}
             for cluster in clusters(files):
-                for batch in self.source.batches(cluster, ranges):
+                batches = self.source.batches(cluster, ranges)
+                while (batch := await self._next_batch(batches)) is not None:
                     await self._add_batch(batch)
+
+    async def _next_batch(self, batches: Iterator[pa.RecordBatch]) -> pa.RecordBatch | None:
+        """The next batch from DuckDB (None after the last), read in a worker thread.
+
+        While DuckDB reads (a file group's query starting, or a selective filter scanning
+        many rows), the open transaction is committed once ``replay.transaction_seconds``
+        old, so that a long read never meets the broker's transaction timeout.
+        """
+        fetch = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+        try:
+            while True:
+                opened = self.transaction.opened
+                wait = (None if opened is None else
+                        max(0.0, opened + self.limits.transaction_seconds - time.monotonic()))
+                done, _ = await asyncio.wait({fetch}, timeout=wait)
+                if done:
+                    return fetch.result()
+                await self._commit()
+        except BaseException:
+            if not fetch.done():  # stop DuckDB before the connection is closed
+                self.source.interrupt()
+                await asyncio.wait({fetch})
+                _retrieve(fetch)
+            raise
 
     async def _add_batch(self, batch: pa.RecordBatch) -> None:
         columns = batch.to_pydict()
@@ -164,6 +189,11 @@ class ReplayProducer:
                 columns["value"], columns["headers"], strict=True):
             if self.by_event_time and not event_time_within(self.plan.selection, self.spec, ts,
                                                             value):
+                # the checkpoint does not move past a skipped row (it names the next record
+                # after the last one produced): a resume reads such rows again and skips them
+                # again; only the age of what was already sent is checked here
+                if self._transaction_full(0.0):
+                    await self._commit()
                 continue
             stamp = ts // 1000 if keep_time and ts >= 0 else None
             await self._append(self.place(p, key), p, off, stamp, key, value,
@@ -228,6 +258,7 @@ class ReplayProducer:
         for tp in list(self.transaction.builders):
             await self._send(tp)
         if not self.transaction.sent:
+            self.transaction.opened = None
             return
         rows = await self._offset_map_rows()
         number = self.transactions + 1
