@@ -61,8 +61,11 @@ def _refuse_lost_progress(storage: Storage, prepared: Prepared) -> None:
             f"offset map in storage) but group {group_id(plan.replay_id)} on "
             f"{plan.target.topic} holds progress for {checkpoint.transactions}: Kafka deleted "
             f"the group's offsets (offsets.retention.minutes after the last commit); resuming "
-            f"would produce them again. Replay what is left as a new replay, from the source "
-            f"offsets after the last ones in its offset map (see docs/REPLAY.md)",
+            f"would produce them again. Replay what is left as a new replay of the selection "
+            f"with --from-offset P:N, N one past the highest eventvault.source.offset among "
+            f"the target's read_committed records whose eventvault.replay.id is "
+            f"{plan.replay_id} (not the offset map or report, which can be stale; see "
+            f"docs/REPLAY.md)",
             replay_id=plan.replay_id, proven=proven, checkpoint=checkpoint.transactions)
 
 
