@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from eventvault import format as fmt
+from eventvault.errors import ObjectChanged
 from eventvault.layout import replay_key
 from eventvault.replay.prepare import Prepared
 from eventvault.storage import Storage
@@ -82,14 +83,6 @@ def committed_in_storage(storage: Storage, replay_id: str) -> int:
     return proven
 
 
-def reported_later(storage: Storage, replay_id: str, epoch: int) -> bool:
-    """Whether a later run of the replay (a higher producer ``epoch``) stored its report."""
-    key = replay_key(replay_id, "report.json")
-    if not storage.exists(key):
-        return False
-    return int(json.loads(storage.get(key)).get("producer_epoch", -1)) > epoch
-
-
 def _mapping(table: pa.Table) -> list[dict[str, int]]:
     grouped = table.group_by(["source_partition", "target_partition"]).aggregate([
         ("source_offset", "count"), ("source_offset", "min"), ("source_offset", "max"),
@@ -131,6 +124,30 @@ def build_report(storage: Storage, prepared: Prepared, status: str, delivered: i
             "offset_map_files": files,
             "producer_epoch": epoch, "finished": datetime.now(UTC).isoformat(),
         })
-        storage.put(replay_key(plan.replay_id, "report.json"),
-                    json.dumps(report, indent=2).encode())
+        store_report(storage, plan.replay_id, report, epoch)
     return report
+
+
+def store_report(storage: Storage, replay_id: str, report: dict[str, Any], epoch: int) -> bool:
+    """Store ``report`` unless a later run (a higher producer ``epoch``) stored its own.
+
+    A compare-and-set: the stored report is read with its etag and replaced only if it is
+    still that one (created only if still absent), else read again; so a fenced run's
+    "failed" report never replaces the report of the run that fenced it, however the two
+    interleave. False if a later run's report was kept.
+    """
+    key = replay_key(replay_id, "report.json")
+    data = json.dumps(report, indent=2).encode()
+    while True:
+        current = next((v for v in storage.stat(key) if v.key == key), None)
+        if current is None:
+            if storage.create(key, data):
+                return True
+            continue  # another run created it meanwhile
+        if int(json.loads(storage.get(key)).get("producer_epoch", -1)) > epoch:
+            return False
+        try:
+            storage.replace(key, data, current.etag)
+        except ObjectChanged:
+            continue
+        return True

@@ -20,7 +20,7 @@ from eventvault.replay.errors import FencedError, PreflightError, ProgressLostEr
 from eventvault.replay.plan import Plan
 from eventvault.replay.prepare import Prepared, archived_files, prepare, store_plan
 from eventvault.replay.producer import Pacing, ReplayProducer, fencing_producer
-from eventvault.replay.report import build_report, committed_in_storage, reported_later
+from eventvault.replay.report import build_report, committed_in_storage
 from eventvault.replay.source import Source
 from eventvault.settings import Settings
 from eventvault.storage import Storage, open_storage
@@ -97,8 +97,8 @@ async def _produce(settings: Settings, prepared: Prepared, storage: Storage, sou
             report("failed")
             raise
         except FencedError:
-            # fenced by a newer run: its report, once stored, is the one that counts
-            if not reported_later(storage, plan.replay_id, producer.epoch):
-                report("failed")
+            # fenced by a newer run: its report, once stored, is the one that counts (the
+            # write is a compare-and-set that keeps a later run's report: see store_report)
+            report("failed")
             raise
     return report("completed")
