@@ -3,14 +3,16 @@
 Every transaction carries its records and, through ``send_offsets_to_transaction``, the
 checkpoint (eventvault.replay.checkpoint); both become visible together or not at all. Before
 each commit, the transaction's map from source to target offsets is written to
-``_replays/<id>/offsets/<n>-<producer epoch>.parquet``; files numbered past the committed
-transaction count are ignored, and of several files of one number the highest epoch's counts
-(eventvault.replay.report).
+``_replays/<id>/offsets/<n>-<producer epoch>-<run token>.parquet`` (the token is random per
+run and also in the checkpoint); once the commit returned, ``_replays/<id>/committed/<n>.json``
+names that file. Files numbered past the committed transaction count are ignored, and of
+several files of one number the one its marker names counts (eventvault.replay.report).
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,12 +28,12 @@ from eventvault.kafka import TRANSACTION_LOST, AIOKafkaError, BatchBuilder, Topi
 from eventvault.layout import replay_key
 from eventvault.observe import ProgressBar
 from eventvault.query.selection import clusters, event_time_within
-from eventvault.replay.checkpoint import encode_checkpoint, group_id
+from eventvault.replay.checkpoint import RUN_TOKEN_CHARS, encode_checkpoint, group_id
 from eventvault.replay.errors import FencedError, RejectedError
 from eventvault.replay.partitioning import partitioner
 from eventvault.replay.plan import provenance
 from eventvault.replay.prepare import Prepared
-from eventvault.replay.report import FIRST_COMMIT, map_file
+from eventvault.replay.report import FIRST_COMMIT, map_file, record_commit
 from eventvault.replay.source import Source
 from eventvault.settings import Settings
 from eventvault.storage import Storage
@@ -119,6 +121,7 @@ class ReplayProducer:
         self.place = partitioner(self.plan.target, self.info.partitions)
         self.producer = producer  # started by fencing_producer()
         self.epoch = kafka.producer_epoch(producer)  # names this run's offset-map files
+        self.run_token = secrets.token_hex(RUN_TOKEN_CHARS // 2)  # and so does this token
         self.transaction = _Transaction()
         self.records = 0  # appended by this run (what pacing counts)
         self.nbytes = 0
@@ -262,9 +265,12 @@ class ReplayProducer:
             return
         rows = await self._offset_map_rows()
         number = self.transactions + 1
-        self.storage.put(replay_key(self.plan.replay_id, map_file(number, self.epoch)),
+        name = map_file(number, self.epoch, self.run_token)
+        self.storage.put(replay_key(self.plan.replay_id, name),
                          fmt.encode_rows(fmt.OFFSET_MAP_SCHEMA, rows))
         await self._commit_checkpoint(number)
+        # killed before the marker: the next run writes it from the checkpoint's run token
+        record_commit(self.storage, self.plan.replay_id, number, name)
         self.transactions = number  # only now: a failed commit's map file is not counted
         if number == 1:  # a map file 2 or a report proves the later commits
             self.storage.put(replay_key(self.plan.replay_id, FIRST_COMMIT), b"{}")
@@ -293,7 +299,7 @@ class ReplayProducer:
         count = self.info.partitions
         await self.producer.send_offsets_to_transaction(
             {TopicPartition(self.plan.target.topic, t):
-             (0, encode_checkpoint(number, self.next_offsets, t, count))
+             (0, encode_checkpoint(number, self.next_offsets, t, count, self.run_token))
              for t in range(count)},
             group_id(self.plan.replay_id))
         await self.producer.commit_transaction()

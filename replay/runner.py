@@ -20,7 +20,7 @@ from eventvault.replay.errors import FencedError, PreflightError, ProgressLostEr
 from eventvault.replay.plan import Plan
 from eventvault.replay.prepare import Prepared, archived_files, prepare, store_plan
 from eventvault.replay.producer import Pacing, ReplayProducer, fencing_producer
-from eventvault.replay.report import build_report, committed_in_storage
+from eventvault.replay.report import build_report, committed_in_storage, recover_marker
 from eventvault.replay.source import Source
 from eventvault.settings import Settings
 from eventvault.storage import Storage, open_storage
@@ -73,6 +73,7 @@ async def _produce(settings: Settings, prepared: Prepared, storage: Storage, sou
                    pacing: Pacing, kafka_producer: Any, *, resume: bool) -> dict[str, Any]:
     """Refuse what preflight refuses, then produce the rest and report."""
     plan = prepared.plan
+    recover_marker(storage, plan.replay_id, prepared.checkpoint)
     _refuse_lost_progress(storage, prepared)
     fatal = [f.message for f in prepared.findings if f.fatal]
     if fatal:

@@ -4,7 +4,10 @@ review item 4). Local storage, no broker: the interleavings are made by hand."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+
+import pytest
 
 from eventvault.layout import replay_key
 from eventvault.query.selection import Selection
@@ -13,6 +16,8 @@ from eventvault.replay.plan import Plan, Target
 from eventvault.replay.prepare import Prepared
 from eventvault.replay.report import build_report
 from eventvault.storage.local import LocalStorage
+from tests.kafkautil import Rec, create_topic
+from tests.replayutil import archived_topic, assert_offset_map_matches, kcat_read, replay
 
 PLAN = Plan("r1", Selection("src", None, None, (), (), (), (), None), Target("dst"),
             "2026-12-01T00:00:00+00:00")
@@ -73,3 +78,38 @@ def test_the_report_write_rechecks_inside_the_compare_and_set(tmp_path: Path) ->
         assert storage.raced
         assert (_stored(storage)["status"], _stored(storage)["producer_epoch"]) == (
             "completed", 5), earlier
+
+
+@pytest.mark.integration
+def test_the_committed_map_file_wins_over_a_higher_epoch(kafka_bootstrap: str,
+                                                         tmp_path: Path) -> None:
+    """After transactional.id.expiration.ms a new producer id starts again at epoch 0, so
+    an aborted map file of an earlier producer id can carry a higher epoch than the committed
+    one of its number: the report takes the file the commit marker names, not the highest
+    epoch (review item 3); a marker its run died before writing comes from the checkpoint."""
+    url, archive = f"file://{tmp_path}/arch", tmp_path / "arch"
+    records = [Rec(i % 2, f"k{i}".encode(), b"v", (), 1_767_225_600_000 + i) for i in range(40)]
+    src = archived_topic(kafka_bootstrap, url, records, 2)
+    dst = f"dst-{src}"
+    create_topic(kafka_bootstrap, dst, 2)
+    env = {"EVENTVAULT_REPLAY__TRANSACTION_RECORDS": "10"}
+    code, report, err = replay(kafka_bootstrap, url, "--topic", src, "--target", dst,
+                               cwd=tmp_path, env=env)
+    assert code == 0, err
+    assert report is not None
+    assert report["transactions"] == 4
+    replay_id = report["replay_id"]
+    folder = archive / "_replays" / replay_id
+    first = folder / report["offset_map_files"][0]
+    # an aborted transaction 2 of an earlier producer id, at epoch 3, holding other rows
+    shutil.copy(first, folder / "offsets" / "00000002-00003.parquet")
+    (folder / "committed" / "00000004.json").unlink(missing_ok=True)  # killed after commit 4
+    code, report, err = replay(kafka_bootstrap, url, "--resume", replay_id, cwd=tmp_path,
+                               env=env)
+    assert code == 0, err
+    assert report is not None
+    assert "offsets/00000002-00003.parquet" not in report["offset_map_files"], report
+    assert report["records"] == 40
+    assert (folder / "committed" / "00000004.json").exists()
+    assert_offset_map_matches(archive, report, kcat_read(kafka_bootstrap, dst),
+                              kcat_read(kafka_bootstrap, src))
