@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eventvault.kafka import TopicInfo
-from eventvault.replay.checkpoint import encode_checkpoint
+from eventvault.replay.checkpoint import RUN_TOKEN_CHARS, encode_checkpoint
 from eventvault.replay.partitioning import unmapped
 from eventvault.replay.plan import Target
 from eventvault.replay.source import PartitionSummary
@@ -29,7 +29,7 @@ def progress_bytes(partitions: Sequence[int], target_partitions: int) -> int:
     """The longest progress metadata a replay of ``partitions`` may commit (at most)."""
     worst = (1 << 63) - 1
     return max((len(encode_checkpoint(worst, {p: worst for p in partitions}, t,
-                                      target_partitions))
+                                      target_partitions, "0" * RUN_TOKEN_CHARS))
                 for t in range(target_partitions)), default=0)
 
 

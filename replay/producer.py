@@ -3,16 +3,18 @@
 Every transaction carries its records and, through ``send_offsets_to_transaction``, the
 checkpoint (eventvault.replay.checkpoint); both become visible together or not at all. Before
 each commit, the transaction's map from source to target offsets is written to
-``_replays/<id>/offsets/<n>-<producer epoch>.parquet``; files numbered past the committed
-transaction count are ignored, and of several files of one number the highest epoch's counts
-(eventvault.replay.report).
+``_replays/<id>/offsets/<n>-<producer epoch>-<run token>.parquet`` (the token is random per
+run and also in the checkpoint); once the commit returned, ``_replays/<id>/committed/<n>.json``
+names that file. Files numbered past the committed transaction count are ignored, and of
+several files of one number the one its marker names counts (eventvault.replay.report).
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +28,12 @@ from eventvault.kafka import TRANSACTION_LOST, AIOKafkaError, BatchBuilder, Topi
 from eventvault.layout import replay_key
 from eventvault.observe import ProgressBar
 from eventvault.query.selection import clusters, event_time_within
-from eventvault.replay.checkpoint import encode_checkpoint, group_id
+from eventvault.replay.checkpoint import RUN_TOKEN_CHARS, encode_checkpoint, group_id
 from eventvault.replay.errors import FencedError, RejectedError
 from eventvault.replay.partitioning import partitioner
 from eventvault.replay.plan import provenance
 from eventvault.replay.prepare import Prepared
-from eventvault.replay.report import FIRST_COMMIT, map_file
+from eventvault.replay.report import FIRST_COMMIT, map_file, record_commit
 from eventvault.replay.source import Source
 from eventvault.settings import Settings
 from eventvault.storage import Storage
@@ -119,6 +121,7 @@ class ReplayProducer:
         self.place = partitioner(self.plan.target, self.info.partitions)
         self.producer = producer  # started by fencing_producer()
         self.epoch = kafka.producer_epoch(producer)  # names this run's offset-map files
+        self.run_token = secrets.token_hex(RUN_TOKEN_CHARS // 2)  # and so does this token
         self.transaction = _Transaction()
         self.records = 0  # appended by this run (what pacing counts)
         self.nbytes = 0
@@ -153,8 +156,33 @@ class ReplayProducer:
         for partition, files in self.prepared.files.items():
             ranges = {partition: self.prepared.ranges[partition]}
             for cluster in clusters(files):
-                for batch in self.source.batches(cluster, ranges):
+                batches = self.source.batches(cluster, ranges)
+                while (batch := await self._next_batch(batches)) is not None:
                     await self._add_batch(batch)
+
+    async def _next_batch(self, batches: Iterator[pa.RecordBatch]) -> pa.RecordBatch | None:
+        """The next batch from DuckDB (None after the last), read in a worker thread.
+
+        While DuckDB reads (a file group's query starting, or a selective filter scanning
+        many rows), the open transaction is committed once ``replay.transaction_seconds``
+        old, so that a long read never meets the broker's transaction timeout.
+        """
+        fetch = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+        try:
+            while True:
+                opened = self.transaction.opened
+                wait = (None if opened is None else
+                        max(0.0, opened + self.limits.transaction_seconds - time.monotonic()))
+                done, _ = await asyncio.wait({fetch}, timeout=wait)
+                if done:
+                    return fetch.result()
+                await self._commit()
+        except BaseException:
+            if not fetch.done():  # stop DuckDB before the connection is closed
+                self.source.interrupt()
+                await asyncio.wait({fetch})
+                _retrieve(fetch)
+            raise
 
     async def _add_batch(self, batch: pa.RecordBatch) -> None:
         columns = batch.to_pydict()
@@ -164,6 +192,11 @@ class ReplayProducer:
                 columns["value"], columns["headers"], strict=True):
             if self.by_event_time and not event_time_within(self.plan.selection, self.spec, ts,
                                                             value):
+                # the checkpoint does not move past a skipped row (it names the next record
+                # after the last one produced): a resume reads such rows again and skips them
+                # again; only the age of what was already sent is checked here
+                if self._transaction_full(0.0):
+                    await self._commit()
                 continue
             stamp = ts // 1000 if keep_time and ts >= 0 else None
             await self._append(self.place(p, key), p, off, stamp, key, value,
@@ -228,12 +261,16 @@ class ReplayProducer:
         for tp in list(self.transaction.builders):
             await self._send(tp)
         if not self.transaction.sent:
+            self.transaction.opened = None
             return
         rows = await self._offset_map_rows()
         number = self.transactions + 1
-        self.storage.put(replay_key(self.plan.replay_id, map_file(number, self.epoch)),
+        name = map_file(number, self.epoch, self.run_token)
+        self.storage.put(replay_key(self.plan.replay_id, name),
                          fmt.encode_rows(fmt.OFFSET_MAP_SCHEMA, rows))
         await self._commit_checkpoint(number)
+        # killed before the marker: the next run writes it from the checkpoint's run token
+        record_commit(self.storage, self.plan.replay_id, number, name)
         self.transactions = number  # only now: a failed commit's map file is not counted
         if number == 1:  # a map file 2 or a report proves the later commits
             self.storage.put(replay_key(self.plan.replay_id, FIRST_COMMIT), b"{}")
@@ -262,7 +299,7 @@ class ReplayProducer:
         count = self.info.partitions
         await self.producer.send_offsets_to_transaction(
             {TopicPartition(self.plan.target.topic, t):
-             (0, encode_checkpoint(number, self.next_offsets, t, count))
+             (0, encode_checkpoint(number, self.next_offsets, t, count, self.run_token))
              for t in range(count)},
             group_id(self.plan.replay_id))
         await self.producer.commit_transaction()

@@ -20,7 +20,7 @@ from eventvault.replay.errors import FencedError, PreflightError, ProgressLostEr
 from eventvault.replay.plan import Plan
 from eventvault.replay.prepare import Prepared, archived_files, prepare, store_plan
 from eventvault.replay.producer import Pacing, ReplayProducer, fencing_producer
-from eventvault.replay.report import build_report, committed_in_storage, reported_later
+from eventvault.replay.report import build_report, committed_in_storage, recover_marker
 from eventvault.replay.source import Source
 from eventvault.settings import Settings
 from eventvault.storage import Storage, open_storage
@@ -61,8 +61,11 @@ def _refuse_lost_progress(storage: Storage, prepared: Prepared) -> None:
             f"offset map in storage) but group {group_id(plan.replay_id)} on "
             f"{plan.target.topic} holds progress for {checkpoint.transactions}: Kafka deleted "
             f"the group's offsets (offsets.retention.minutes after the last commit); resuming "
-            f"would produce them again. Replay what is left as a new replay, from the source "
-            f"offsets after the last ones in its offset map (see docs/REPLAY.md)",
+            f"would produce them again. Replay what is left as a new replay of the selection "
+            f"with --from-offset P:N, N one past the highest eventvault.source.offset among "
+            f"the target's read_committed records whose eventvault.replay.id is "
+            f"{plan.replay_id} (not the offset map or report, which can be stale; see "
+            f"docs/REPLAY.md)",
             replay_id=plan.replay_id, proven=proven, checkpoint=checkpoint.transactions)
 
 
@@ -70,6 +73,7 @@ async def _produce(settings: Settings, prepared: Prepared, storage: Storage, sou
                    pacing: Pacing, kafka_producer: Any, *, resume: bool) -> dict[str, Any]:
     """Refuse what preflight refuses, then produce the rest and report."""
     plan = prepared.plan
+    recover_marker(storage, plan.replay_id, prepared.checkpoint)
     _refuse_lost_progress(storage, prepared)
     fatal = [f.message for f in prepared.findings if f.fatal]
     if fatal:
@@ -94,8 +98,8 @@ async def _produce(settings: Settings, prepared: Prepared, storage: Storage, sou
             report("failed")
             raise
         except FencedError:
-            # fenced by a newer run: its report, once stored, is the one that counts
-            if not reported_later(storage, plan.replay_id, producer.epoch):
-                report("failed")
+            # fenced by a newer run: its report, once stored, is the one that counts (the
+            # write is a compare-and-set that keeps a later run's report: see store_report)
+            report("failed")
             raise
     return report("completed")

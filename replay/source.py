@@ -77,6 +77,10 @@ class Source:
         yield from engine.record_batches(self.con, sql, list(params), self.batch_rows,
                                          context=_FAILED)
 
+    def interrupt(self) -> None:
+        """Stop the query under way (from another thread); its read raises."""
+        self.con.interrupt()
+
     def close(self) -> None:
         """Close the DuckDB connection."""
         self.con.close()

@@ -277,3 +277,35 @@ def test_a_paced_replay_outlives_the_transaction_timeout(kafka_bootstrap: str,
     assert report["transactions"] >= 9  # one per second at most
     target = kcat_read(kafka_bootstrap, dst)
     assert sorted(r.source for r in target) == sorted((i % 2, i // 2) for i in range(n))
+
+
+def test_a_long_filtered_stretch_outlives_the_transaction_timeout(kafka_bootstrap: str,
+                                                                  tmp_path: Path) -> None:
+    """A transaction already on the broker (its first batch sent), then a long stretch of
+    rows that a selective and costly --where filters out, for longer than the transaction
+    timeout: the replay commits by age while DuckDB reads, so the broker never aborts, and
+    the last records are delivered exactly once (issue 10, review item 1)."""
+    url = f"file://{tmp_path}/arch"
+    n = 30_000
+    records = [Rec(0, f"k{i}".encode(), b"v" * 100, (), 1_767_225_600_000 + i)
+               for i in range(n)]
+    src = archived_topic(kafka_bootstrap, url, records, 1, max_file_records=n // 3)
+    dst = _topic(kafka_bootstrap, 1)
+    kept = [*range(20), *range(n - 20, n)]  # 20 records of 100 bytes fill a 1 KiB batch
+    # the third term costs DuckDB about 3,000 multiplications a row: seconds for the stretch
+    where = (f'"offset" < 20 OR "offset" >= {n - 20} OR '
+             f'list_sum(list_transform(range(3000), x -> x * "offset")) < 0')
+    started = time.monotonic()
+    code, report, err = replay(
+        kafka_bootstrap, url, "--topic", src, "--target", dst, "--where", where, cwd=tmp_path,
+        env={"EVENTVAULT_REPLAY__TRANSACTION_TIMEOUT_MS": "1000",
+             "EVENTVAULT_REPLAY__TRANSACTION_SECONDS": "0.5",
+             "EVENTVAULT_REPLAY__BATCH_BYTES": "1024"})
+    elapsed = time.monotonic() - started
+    assert code == 0, err
+    assert report is not None
+    assert elapsed > 3, elapsed  # the filtered stretch: past the timeout and its abort check
+    assert report["records"] == len(kept)
+    target = kcat_read(kafka_bootstrap, dst)
+    assert [r.source for r in target] == [(0, i) for i in kept]
+    assert_offset_map_matches(tmp_path / "arch", report, target, kcat_read(kafka_bootstrap, src))

@@ -392,7 +392,23 @@ def test_resume_refuses_when_kafka_lost_the_progress(kafka_bootstrap: str,
         assert f"replay {replay_id} committed at least " in err, err
         assert "holds progress for 0" in err, err
         assert kcat_read(kafka_bootstrap, dst) == delivered, proof
+        assert f"whose eventvault.replay.id is {replay_id}" in err, err  # the target's truth
+        assert "read_committed" in err, err
         report_file.unlink(missing_ok=True)  # the offset map alone proves transactions 1 and 2
+    # the procedure the message and docs/REPLAY.md give: the next source offset per source
+    # partition from the target's committed records of this replay, then a new replay
+    mine = [r for r in delivered if r.header("eventvault.replay.id") == replay_id]
+    last: dict[int, int] = {}
+    for record in mine:
+        p, o = record.source
+        last[p] = max(last.get(p, -1), o)
+    starts = [arg for p, o in sorted(last.items()) for arg in ("--from-offset", f"{p}:{o + 1}")]
+    code, _, err = replay(kafka_bootstrap, url, "--topic", src, "--target", dst, *starts,
+                          cwd=tmp_path, env=env)
+    assert code == 0, err
+    target = kcat_read(kafka_bootstrap, dst)
+    assert sorted(r.source for r in target) == sorted(
+        (i % 2, i // 2) for i in range(len(records)))
 
 
 def test_resume_refuses_when_kafka_lost_the_progress_of_its_first_transaction(

@@ -51,7 +51,7 @@ def delivered(storage: Storage, topic: str,
     Every offset map counts, also one of a transaction that may not have committed: telling a
     recipient too many is better than one too few. A record is counted once per replay,
     however many map files name it (a fenced run's and its successor's map of one transaction,
-    ``offsets/<n>-<epoch>.parquet``).
+    ``offsets/<n>-<epoch>-<run>.parquet``).
     """
     wanted = set(places)
     recipients: list[Recipient] = []
