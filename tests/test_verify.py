@@ -20,7 +20,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from eventvault import format as fmt
+from eventvault import kafka, kafka_probes
 from eventvault.layout import FileRef, parse_file_key
+from eventvault.settings import KafkaSettings
 from tests.cliutil import archiver_env, run_cli, start_cli
 from tests.kafkautil import Rec, archive_once, create_topic, delete_group, produce, settings
 
@@ -280,3 +282,17 @@ def test_verify_storage_error_is_one_line_and_exit_3(kafka_bootstrap: str,
     assert done.returncode == 3, done.stderr
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith("eventvault: error: S3")
+
+
+def test_records_present_below_the_log_start_finds_what_kafka_still_holds(
+        kafka_bootstrap: str) -> None:
+    """A gap whose first offsets retention deleted after verify read the log offsets: the
+    probe must not jump to the end of the log and call the whole gap nonexistent."""
+    topic, _ = fresh_topic(kafka_bootstrap, "probe-start")
+    produce(kafka_bootstrap, topic, [Rec(0, b"k", b"v%d" % i) for i in range(100)])
+    tp = TopicPartition(topic, 0)
+    kafka_settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    asyncio.run(kafka.delete_records(kafka_settings, {tp: 50}))
+    presence = asyncio.run(kafka_probes.records_present(kafka_settings, {tp: ((10, 89),)}))
+    assert presence.found[tp] == [(50, 89)]
+    assert presence.log_starts[tp] == 50

@@ -100,8 +100,9 @@ def _verify_topic(settings: Settings, storage: Storage, topic: str, group_id: st
         partitions[tp] = PartitionCheck(tp, by_partition[partition], state, check_hours)
     probes = {tp: part.ranges_to_read() for tp, part in partitions.items()}
     probes = {tp: ranges for tp, ranges in probes.items() if ranges}
-    present = asyncio.run(kafka_probes.records_present(settings.kafka, probes))
-    reports = [part.report(tuple(present.get(tp, ()))) for tp, part in partitions.items()]
+    presence = asyncio.run(kafka_probes.records_present(settings.kafka, probes))
+    reports = [part.report(tuple(presence.found.get(tp, ())), presence.log_starts.get(tp))
+               for tp, part in partitions.items()]
     stray = [Defect("bad_key", topic, key=key, detail="not an archive file name")
              for key in others]
     return stray, reports
@@ -142,8 +143,13 @@ class PartitionCheck:
         pending = self.plan.pending if compare.size(self.plan.pending) <= PENDING_READ else ()
         return self.plan.probe + pending
 
-    def report(self, present: tuple[Interval, ...]) -> PartitionReport:
-        """The verdict, given the records Kafka holds in the probed gaps."""
+    def report(self, present: tuple[Interval, ...],
+               probed_log_start: int | None = None) -> PartitionReport:
+        """The verdict, given the records Kafka holds in the probed gaps.
+
+        ``probed_log_start`` is the log start once the gaps were read: offsets read below it
+        and not found were deleted meanwhile, so they count as expired, not nonexistent.
+        """
         files, state, (topic, partition) = self.files, self.state, self.tp
         report = PartitionReport(topic, partition, len(files), sum(f.rows for f in files),
                                  (self.covered[0][0], self.covered[-1][1]) if self.covered
@@ -158,11 +164,12 @@ class PartitionCheck:
         defects += compare.progress_defects(topic, partition, state.after,
                                             [f.ref for f in files])
         read = self.ranges_to_read()
+        deleted = compare.subtract(compare.clip(read, 0, probed_log_start or 0), present)
         waiting = compare.size(present) - compare.size(below)  # records above the horizon
         pending = waiting if len(read) > len(plan.probe) else compare.size(plan.pending)
-        return replace(report, expired=plan.expired,
-                       nonexistent=compare.size(read) - compare.size(present), pending=pending,
-                       defects=tuple(defects))
+        return replace(report, expired=plan.expired + compare.size(deleted),
+                       nonexistent=compare.size(read) - compare.size(present)
+                       - compare.size(deleted), pending=pending, defects=tuple(defects))
 
 
 def _union(intervals: list[Interval]) -> tuple[Interval, ...]:
