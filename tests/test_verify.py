@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
 from eventvault import format as fmt
 from eventvault import kafka, kafka_probes
@@ -37,6 +38,7 @@ def verify_cli(bootstrap: str, endpoint: str, url: str, group: str,
            "EVENTVAULT_STORAGE__ENDPOINT_URL": endpoint, "EVENTVAULT_ARCHIVE__GROUP_ID": group}
     done = run_cli("verify", "--output", "json", *extra, env=env)
     assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode >= 0, done.stderr[-3000:]
     return done.returncode, json.loads(done.stdout)
 
 
@@ -296,3 +298,34 @@ def test_records_present_below_the_log_start_finds_what_kafka_still_holds(
     presence = asyncio.run(kafka_probes.records_present(kafka_settings, {tp: ((10, 89),)}))
     assert presence.found[tp] == [(50, 89)]
     assert presence.log_starts[tp] == 50
+
+
+def test_verify_reports_a_partition_added_after_archiving_as_never_archived(
+        kafka_bootstrap: str, s3_endpoint: str, s3_bucket: str) -> None:
+    """Partition 1 is added once partition 0 is archived: its records, with neither files nor
+    committed progress while no archiver runs, are a defect, not pending."""
+    topic, group = fresh_topic(kafka_bootstrap, "added")
+    produce(kafka_bootstrap, topic, [Rec(0, b"k", b"v%d" % i, timestamp_ms=BASE_MS)
+                                     for i in range(40)])
+    url = f"s3://{s3_bucket}/added"
+    archive = settings(kafka_bootstrap, url, [topic], group, s3_endpoint)
+    archive_once(archive)
+
+    async def add_partition() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_partitions({topic: NewPartitions(total_count=2)})
+        finally:
+            await admin.close()
+    asyncio.run(add_partition())
+    produce(kafka_bootstrap, topic, [Rec(1, b"k", b"w%d" % i, timestamp_ms=BASE_MS)
+                                     for i in range(25)])
+    code, report = verify_cli(kafka_bootstrap, s3_endpoint, url, group)
+    assert (code, defect_kinds(report)) == (5, Counter({"never_archived": 1})), report
+    defect = report["partitions"][1]["defects"][0]
+    assert (defect["partition"], defect["first"], defect["last"], defect["count"]) == \
+        (1, 0, 24, 25)
+    archive_once(archive)  # the next run takes the new partition: exact again
+    code, report = verify_cli(kafka_bootstrap, s3_endpoint, url, group)
+    assert (code, [p["rows"] for p in report["partitions"]]) == (0, [40, 25]), report

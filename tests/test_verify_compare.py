@@ -17,6 +17,7 @@ from eventvault.verify.compare import (
     file_defects,
     gaps,
     merge,
+    never_archived_defects,
     plan_gaps,
     progress_defects,
     runs,
@@ -169,12 +170,13 @@ def test_the_text_report_lists_each_defect_and_the_verdict() -> None:
 
 @given(st.sets(st.integers(0, 120), max_size=60), st.lists(st.sets(st.integers(0, 120),
        min_size=1, max_size=30), max_size=5), st.integers(0, 40), st.integers(0, 130),
-       st.none() | st.integers(0, 130))
+       st.none() | st.integers(0, 130), st.booleans())
 def test_a_partition_verdict_matches_counting_offset_by_offset(
         records: set[int], files: list[set[int]], log_start: int, end: int,
-        committed: int | None) -> None:
+        committed: int | None, expect_progress: bool) -> None:
     """Kafka holds ``records`` (the rest are markers, compacted or aborted); the archive holds
-    ``files``. Every count of the verdict, against one computed offset by offset."""
+    ``files``. Every count of the verdict, against one computed offset by offset.
+    ``expect_progress``: the topic is archived and no archiver runs."""
     from eventvault.kafka import TopicPartition  # noqa: PLC0415
     from eventvault.verify.check import KafkaState, PartitionCheck  # noqa: PLC0415
 
@@ -185,7 +187,7 @@ def test_a_partition_verdict_matches_counting_offset_by_offset(
     part = PartitionCheck(TopicPartition("t", 0), facts_list, KafkaState(log_start, end, progress,
                                                                   progress), False)
     wanted = set(expand(part.ranges_to_read()))
-    report = part.report(runs(records & wanted))
+    report = part.report(runs(records & wanted), expect_progress=expect_progress)
 
     archived = set().union(*files)
     horizon = committed if committed is not None else (max(archived) + 1 if archived else 0)
@@ -193,13 +195,24 @@ def test_a_partition_verdict_matches_counting_offset_by_offset(
     read = {o for o in absent if log_start <= o < end}
     assert wanted == read
     count = {kind: sum(d.count for d in report.defects if d.kind == kind)
-             for kind in ("missing", "duplicate", "unrecorded_file", "group_offsets_missing")}
+             for kind in ("missing", "duplicate", "unrecorded_file", "group_offsets_missing",
+                          "never_archived")}
+    never = expect_progress and not files and committed is None and bool(records & read)
+    assert count["never_archived"] == (end - log_start if never else 0)
     assert count["missing"] == len({o for o in records & read if o < horizon})
     assert count["duplicate"] == sum(len(f) for f in files) - len(archived)
-    assert report.pending == len({o for o in records & read if o >= horizon})
+    assert report.pending == (0 if never else len({o for o in records & read if o >= horizon}))
     assert report.nonexistent == len(read - records)
     assert report.expired == len({o for o in absent if o < log_start})
     if committed is None:
         assert count["group_offsets_missing"] == (1 if files else 0)
     else:
         assert count["unrecorded_file"] == sum(1 for f in files if max(f) >= committed)
+
+
+def test_a_partition_never_archived_is_one_defect_of_its_retained_offsets() -> None:
+    found = never_archived_defects("t", 1, 5, 3005, None)  # not read: too many offsets
+    assert [(d.kind, d.partition, d.first, d.last, d.count) for d in found] == [
+        ("never_archived", 1, 5, 3004, 3000)]
+    assert never_archived_defects("t", 1, 5, 10, 0) == []  # only markers
+    assert never_archived_defects("t", 1, 5, 5, None) == []  # empty

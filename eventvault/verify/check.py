@@ -85,6 +85,7 @@ def _verify_topic(settings: Settings, storage: Storage, topic: str, group_id: st
     before = asyncio.run(_progress(settings, group_id, tps))
     keys, others = archive_keys(storage, topic)
     after = asyncio.run(_progress(settings, group_id, tps))
+    running = bool(tps) and asyncio.run(kafka.group_members(settings.kafka, group_id)) > 0
     starts, ends = asyncio.run(kafka.log_offsets(settings.kafka, tps, "read_committed")) \
         if tps else ({}, {})
     with ProgressBar(show_progress, f"verifying {topic}", total=len(keys)) as bar:
@@ -98,11 +99,14 @@ def _verify_topic(settings: Settings, storage: Storage, topic: str, group_id: st
         tp = TopicPartition(topic, partition)
         state = KafkaState(starts.get(tp), ends.get(tp), before.get(tp), after.get(tp))
         partitions[tp] = PartitionCheck(tp, by_partition[partition], state, check_hours)
+    # A partition without files or progress is a defect once its topic is archived, unless
+    # an archiver runs: it may own the partition and not have decided its first file yet.
+    expect_progress = bool(facts or before or after) and not running
     probes = {tp: part.ranges_to_read() for tp, part in partitions.items()}
     probes = {tp: ranges for tp, ranges in probes.items() if ranges}
     presence = asyncio.run(kafka_probes.records_present(settings.kafka, probes))
-    reports = [part.report(tuple(presence.found.get(tp, ())), presence.log_starts.get(tp))
-               for tp, part in partitions.items()]
+    reports = [part.report(tuple(presence.found.get(tp, ())), presence.log_starts.get(tp),
+                           expect_progress) for tp, part in partitions.items()]
     stray = [Defect("bad_key", topic, key=key, detail="not an archive file name")
              for key in others]
     return stray, reports
@@ -144,11 +148,14 @@ class PartitionCheck:
         return self.plan.probe + pending
 
     def report(self, present: tuple[Interval, ...],
-               probed_log_start: int | None = None) -> PartitionReport:
+               probed_log_start: int | None = None,
+               expect_progress: bool = False) -> PartitionReport:
         """The verdict, given the records Kafka holds in the probed gaps.
 
         ``probed_log_start`` is the log start once the gaps were read: offsets read below it
         and not found were deleted meanwhile, so they count as expired, not nonexistent.
+        ``expect_progress``: the topic is archived and no archiver runs, so records in a
+        partition with neither files nor committed progress were never archived (a defect).
         """
         files, state, (topic, partition) = self.files, self.state, self.tp
         report = PartitionReport(topic, partition, len(files), sum(f.rows for f in files),
@@ -167,6 +174,12 @@ class PartitionCheck:
         deleted = compare.subtract(compare.clip(read, 0, probed_log_start or 0), present)
         waiting = compare.size(present) - compare.size(below)  # records above the horizon
         pending = waiting if len(read) > len(plan.probe) else compare.size(plan.pending)
+        if expect_progress and not files and state.before is None and state.after is None:
+            records = waiting if len(read) > len(plan.probe) else None
+            unarchived = compare.never_archived_defects(topic, partition, state.log_start or 0,
+                                                        state.end or 0, records)
+            defects += unarchived
+            pending = 0 if unarchived else pending
         return replace(report, expired=plan.expired + compare.size(deleted),
                        nonexistent=compare.size(read) - compare.size(present)
                        - compare.size(deleted), pending=pending, defects=tuple(defects))

@@ -29,6 +29,8 @@ DEFECTS = {
     "bad_key": "an object under a topic folder whose key is not an archive file's",
     "group_offsets_missing": "files exist but the group has no committed offset (expired?)",
     "unrecorded_file": "a file at or beyond the committed offset that no recorded cut names",
+    "never_archived": "a partition of an archived topic holds records but has neither files "
+    "nor committed progress, and no archiver runs in the group",
 }
 """Every kind of defect, with what it means (the report's legend and docs)."""
 
@@ -256,6 +258,21 @@ def missing_defects(topic: str, partition: int, present: Sequence[Interval],
         return []
     return [Defect("missing", topic, partition, None, missing[0][0], missing[-1][1],
                    size(missing), detail=f"Kafka holds these records, {_ranges(missing)}")]
+
+
+def never_archived_defects(topic: str, partition: int, log_start: int, end: int,
+                           records: int | None) -> list[Defect]:
+    """A partition the archiver never took, though its topic is archived: one defect.
+
+    For a partition with neither files nor committed progress while no archiver runs in the
+    group (the caller checks that): ``records`` is how many records Kafka holds in
+    ``[log_start, end)``, None when that was not read (too many offsets to be only markers).
+    """
+    if end <= log_start or records == 0:
+        return []
+    return [Defect("never_archived", topic, partition, None, log_start, end - 1,
+                   end - log_start, detail="Kafka holds records here, the archive has no file "
+                   "and the group no committed offset")]
 
 
 def progress_defects(topic: str, partition: int, progress: Progress | None,
