@@ -329,3 +329,36 @@ def test_verify_reports_a_partition_added_after_archiving_as_never_archived(
     archive_once(archive)  # the next run takes the new partition: exact again
     code, report = verify_cli(kafka_bootstrap, s3_endpoint, url, group)
     assert (code, [p["rows"] for p in report["partitions"]]) == (0, [40, 25]), report
+
+
+def test_verify_reports_a_deleted_file_below_the_log_start_as_unverifiable(
+        kafka_bootstrap: str, s3_endpoint: str, s3_bucket: str) -> None:
+    """Retention passed an archived file, then the file was deleted: its offsets are between
+    archived ones, so they are unverifiable (not expired), and a defect past the limit."""
+    topic, group = fresh_topic(kafka_bootstrap, "unverifiable")
+    produce(kafka_bootstrap, topic, [Rec(0, b"k", b"v%d" % i, timestamp_ms=BASE_MS)
+                                     for i in range(3000)])
+    url = f"s3://{s3_bucket}/unverifiable"
+    archive_once(settings(kafka_bootstrap, url, [topic], group, s3_endpoint,
+                          max_file_records=1200))
+    tp = TopicPartition(topic, 0)
+    asyncio.run(kafka.delete_records(KafkaSettings(bootstrap_servers=kafka_bootstrap),
+                                     {tp: 2400}))
+    code, report = verify_cli(kafka_bootstrap, s3_endpoint, url, group)
+    part = report["partitions"][0]
+    assert (code, part["log_start"], part["expired"], part["unverifiable"]) == (0, 2400, 0, 0)
+    bucket = Bucket(s3_endpoint, s3_bucket)
+    middle = FileRef(topic, BASE_MS // HOUR_MS, 0, 1200, 2399)
+    assert middle.key in bucket.keys("unverifiable/")
+    bucket.delete(f"unverifiable/{middle.key}")
+    code, report = verify_cli(kafka_bootstrap, s3_endpoint, url, group)
+    part = report["partitions"][0]
+    assert (code, part["expired"], part["unverifiable"]) == (5, 0, 1200), report
+    assert [(d["kind"], d["first"], d["last"], d["count"]) for d in part["defects"]] == [
+        ("unverifiable_gap", 1200, 2399, 1200)]
+    code, report = verify_cli(kafka_bootstrap, s3_endpoint, url, group,
+                              "--unverifiable-gap", "1200")
+    assert (code, report["partitions"][0]["unverifiable"]) == (0, 1200)
+    code, report = verify_cli(kafka_bootstrap, s3_endpoint, url, group, "--strict",
+                              "--unverifiable-gap", "1200")
+    assert code == 5

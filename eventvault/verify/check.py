@@ -25,6 +25,10 @@ from eventvault.verify import compare
 from eventvault.verify.compare import Defect, FileFacts, Interval, PartitionReport
 from eventvault.verify.scan import archive_keys, scan_files
 
+UNVERIFIABLE_GAP = 1000
+"""A gap between archived offsets below the log start longer than this is a defect: markers
+and compaction leave short ones, a deleted file of that many records does not."""
+
 PENDING_READ = 1000
 """Offsets above the committed offset are read in Kafka only when this few (per partition):
 enough to tell the markers a caught-up archiver leaves after its last record, never a topic."""
@@ -63,14 +67,18 @@ class KafkaState:
 
 
 def verify(settings: Settings, storage: Storage, topics: list[str], group_id: str,
-           show_progress: bool = False) -> Report:
-    """Compare the archive of ``topics`` with Kafka and with ``group_id``'s progress."""
+           show_progress: bool = False, gap_limit: int = UNVERIFIABLE_GAP) -> Report:
+    """Compare the archive of ``topics`` with Kafka and with ``group_id``'s progress.
+
+    ``gap_limit``: unverifiable gaps longer than this many offsets are defects (0: all).
+    """
     started = time.monotonic()
     partitions: list[PartitionReport] = []
     other: list[Defect] = []
     files = 0
     for topic in topics:
-        found, reports = _verify_topic(settings, storage, topic, group_id, show_progress)
+        found, reports = _verify_topic(settings, storage, topic, group_id, show_progress,
+                                       gap_limit)
         other += found
         partitions += reports
         files += sum(r.files for r in reports)
@@ -79,7 +87,8 @@ def verify(settings: Settings, storage: Storage, topics: list[str], group_id: st
 
 
 def _verify_topic(settings: Settings, storage: Storage, topic: str, group_id: str,
-                  show_progress: bool) -> tuple[list[Defect], list[PartitionReport]]:
+                  show_progress: bool, gap_limit: int,
+                  ) -> tuple[list[Defect], list[PartitionReport]]:
     info = asyncio.run(kafka.describe_topic(settings.kafka, topic))
     tps = [TopicPartition(topic, p) for p in range(info.partitions if info else 0)]
     before = asyncio.run(_progress(settings, group_id, tps))
@@ -98,7 +107,8 @@ def _verify_topic(settings: Settings, storage: Storage, topic: str, group_id: st
     for partition in sorted({tp.partition for tp in tps} | set(by_partition)):
         tp = TopicPartition(topic, partition)
         state = KafkaState(starts.get(tp), ends.get(tp), before.get(tp), after.get(tp))
-        partitions[tp] = PartitionCheck(tp, by_partition[partition], state, check_hours)
+        partitions[tp] = PartitionCheck(tp, by_partition[partition], state, check_hours,
+                                        gap_limit)
     # A partition without files or progress is a defect once its topic is archived, unless
     # an archiver runs: it may own the partition and not have decided its first file yet.
     expect_progress = bool(facts or before or after) and not running
@@ -129,8 +139,8 @@ class PartitionCheck:
     """One partition's files and Kafka state; its report once Kafka was read in the gaps."""
 
     def __init__(self, tp: TopicPartition, files: list[FileFacts], state: KafkaState,
-                 check_hours: bool) -> None:
-        self.tp, self.files, self.state = tp, files, state
+                 check_hours: bool, gap_limit: int = UNVERIFIABLE_GAP) -> None:
+        self.tp, self.files, self.state, self.gap_limit = tp, files, state, gap_limit
         self.defects: list[Defect] = []
         for facts in files:
             self.defects += compare.file_defects(facts, check_hours)
@@ -153,7 +163,7 @@ class PartitionCheck:
         """The verdict, given the records Kafka holds in the probed gaps.
 
         ``probed_log_start`` is the log start once the gaps were read: offsets read below it
-        and not found were deleted meanwhile, so they count as expired, not nonexistent.
+        and not found were deleted meanwhile: expired or unverifiable, not nonexistent.
         ``expect_progress``: the topic is archived and no archiver runs, so records in a
         partition with neither files nor committed progress were never archived (a defect).
         """
@@ -172,6 +182,10 @@ class PartitionCheck:
                                             [f.ref for f in files])
         read = self.ranges_to_read()
         deleted = compare.subtract(compare.clip(read, 0, probed_log_start or 0), present)
+        first = self.covered[0][0] if self.covered else state.log_start or 0
+        late = compare.clip(deleted, first, probed_log_start or 0)  # between archived offsets
+        unverifiable = _union([*plan.unverifiable, *late])
+        defects += compare.unverifiable_defects(topic, partition, unverifiable, self.gap_limit)
         waiting = compare.size(present) - compare.size(below)  # records above the horizon
         pending = waiting if len(read) > len(plan.probe) else compare.size(plan.pending)
         if expect_progress and not files and state.before is None and state.after is None:
@@ -180,7 +194,8 @@ class PartitionCheck:
                                                         state.end or 0, records)
             defects += unarchived
             pending = 0 if unarchived else pending
-        return replace(report, expired=plan.expired + compare.size(deleted),
+        return replace(report, expired=plan.expired + compare.size(deleted) - compare.size(late),
+                       unverifiable=compare.size(unverifiable),
                        nonexistent=compare.size(read) - compare.size(present)
                        - compare.size(deleted), pending=pending, defects=tuple(defects))
 
