@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventvault.layout import FileRef
+from eventvault.layout import FileRef, file_name
 from eventvault.progress import Cut, Progress
 from eventvault.verify.compare import (
     Defect,
@@ -257,3 +258,17 @@ def test_a_transactional_topic_past_retention_is_unverifiable_not_a_defect(
     assert verdict(offsets) == (markers, [])
     assert verdict([o for o in offsets if not 5 <= o < 30]) == (
         markers + 25, [("unverifiable_gap", 25)])
+
+
+def test_keys_with_impossible_dates_are_bad_keys_to_verify(tmp_path: Path) -> None:
+    from eventvault.storage.local import LocalStorage  # noqa: PLC0415
+    from eventvault.verify.scan import archive_keys  # noqa: PLC0415
+
+    store = LocalStorage(tmp_path)
+    good = FileRef("t", HOUR, 0, 0, 9).key
+    bad = [f"topic=t/date=2026-02-30/hour=00/{file_name(0, 10, 19)}",
+           f"topic=t/date=2026-01-01/hour=__HIVE_DEFAULT_PARTITION__/{file_name(0, 20, 29)}"]
+    for key in [good, *bad]:
+        store.put(key, b"")
+    files, others = archive_keys(store, "t")
+    assert ([key for key, _ in files], sorted(others)) == ([good], sorted(bad))
