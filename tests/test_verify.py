@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from eventvault import format as fmt
 from eventvault import kafka, kafka_probes
 from eventvault.layout import FileRef, parse_file_key
-from eventvault.settings import KafkaSettings
+from eventvault.settings import KafkaSettings, StorageSettings
+from eventvault.storage.s3 import S3Storage
+from eventvault.verify.check import verify
+from eventvault.verify.cli import render
 from tests.cliutil import archiver_env, run_cli, start_cli
 from tests.kafkautil import Rec, archive_once, create_topic, delete_group, produce, settings
 
@@ -362,3 +365,39 @@ def test_verify_reports_a_deleted_file_below_the_log_start_as_unverifiable(
     code, report = verify_cli(kafka_bootstrap, s3_endpoint, url, group, "--strict",
                               "--unverifiable-gap", "1200")
     assert code == 5
+
+
+class RetentionMeanwhile(S3Storage):
+    """The archive on S3, with a retention run deleting ``victim`` just after the listing."""
+
+    def __init__(self, settings: StorageSettings, bucket: Bucket, victim: str) -> None:
+        name, prefix = settings.bucket_and_prefix()
+        super().__init__(name, prefix, settings)
+        self.retention, self.victim = bucket, victim
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        keys = list(super().list(prefix))
+        if self.victim in keys and prefix.startswith("topic="):
+            self.retention.delete(self.prefix + self.victim)
+        return iter(keys)
+
+
+def test_verify_leaves_out_a_file_deleted_between_listing_and_reading(
+        kafka_bootstrap: str, s3_endpoint: str, s3_bucket: str) -> None:
+    """A file gone when read is not a storage error (exit 3): it is left out and named; its
+    records, still in Kafka, are then missing from the archive."""
+    topic, group = fresh_topic(kafka_bootstrap, "removed")
+    produce(kafka_bootstrap, topic, [Rec(0, b"k", b"v%d" % i, timestamp_ms=BASE_MS)
+                                     for i in range(90)])
+    archive = settings(kafka_bootstrap, f"s3://{s3_bucket}/removed", [topic], group,
+                       s3_endpoint, max_file_records=30)
+    archive_once(archive)
+    bucket = Bucket(s3_endpoint, s3_bucket)
+    victim = FileRef(topic, BASE_MS // HOUR_MS, 0, 30, 59).key
+    storage = RetentionMeanwhile(archive.storage, bucket, victim)
+    report = verify(archive, storage, [topic], group)
+    assert report.removed == (victim,)
+    assert [(p.files, p.rows) for p in report.partitions] == [(2, 60)]
+    assert [(d.kind, d.first, d.last) for d in report.defects] == [("missing", 30, 59)]
+    assert f"1 file removed while verifying (retention or erasure meanwhile), left out: " \
+        f"{victim}" in render(report)

@@ -44,6 +44,8 @@ class Report:
     files: int
     bytes_read: int
     seconds: float
+    removed: tuple[str, ...] = ()
+    """Listed files gone when read (retention or erasure ran meanwhile): left out."""
 
     @property
     def exact(self) -> bool:
@@ -75,20 +77,22 @@ def verify(settings: Settings, storage: Storage, topics: list[str], group_id: st
     started = time.monotonic()
     partitions: list[PartitionReport] = []
     other: list[Defect] = []
+    removed: list[str] = []
     files = 0
     for topic in topics:
-        found, reports = _verify_topic(settings, storage, topic, group_id, show_progress,
-                                       gap_limit)
+        found, reports, gone = _verify_topic(settings, storage, topic, group_id,
+                                             show_progress, gap_limit)
         other += found
         partitions += reports
+        removed += gone
         files += sum(r.files for r in reports)
     return Report(group_id, tuple(partitions), tuple(other), files, storage.bytes_read,
-                  time.monotonic() - started)
+                  time.monotonic() - started, tuple(removed))
 
 
 def _verify_topic(settings: Settings, storage: Storage, topic: str, group_id: str,
                   show_progress: bool, gap_limit: int,
-                  ) -> tuple[list[Defect], list[PartitionReport]]:
+                  ) -> tuple[list[Defect], list[PartitionReport], list[str]]:
     info = asyncio.run(kafka.describe_topic(settings.kafka, topic))
     tps = [TopicPartition(topic, p) for p in range(info.partitions if info else 0)]
     before = asyncio.run(_progress(settings, group_id, tps))
@@ -98,7 +102,9 @@ def _verify_topic(settings: Settings, storage: Storage, topic: str, group_id: st
     starts, ends = asyncio.run(kafka.log_offsets(settings.kafka, tps, "read_committed")) \
         if tps else ({}, {})
     with ProgressBar(show_progress, f"verifying {topic}", total=len(keys)) as bar:
-        facts = list(scan_files(storage, keys, bar.advance))
+        scanned = list(scan_files(storage, keys, bar.advance))
+    facts = [item for item in scanned if item is not None]
+    removed = [key for (key, _), item in zip(keys, scanned, strict=True) if item is None]
     by_partition: dict[int, list[FileFacts]] = defaultdict(list)
     for item in facts:
         by_partition[item.ref.partition].append(item)
@@ -119,7 +125,7 @@ def _verify_topic(settings: Settings, storage: Storage, topic: str, group_id: st
                            expect_progress) for tp, part in partitions.items()]
     stray = [Defect("bad_key", topic, key=key, detail="not an archive file name")
              for key in others]
-    return stray, reports
+    return stray, reports, removed
 
 
 async def _progress(settings: Settings, group_id: str,

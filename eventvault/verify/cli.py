@@ -94,6 +94,11 @@ def render(report: Report) -> str:
         where = f"{d.topic}[{d.partition}]" if d.partition is not None else d.topic
         span = f" offsets {d.first}..{d.last} ({d.count})" if d.last is not None else ""
         lines.append(f"{d.kind}: {where}{span} {d.key or ''} {d.detail}".replace("  ", " "))
+    if report.removed:
+        gone = len(report.removed)
+        lines.append(f"{gone} file{'s' if gone > 1 else ''} removed while verifying (retention "
+                     f"or erasure meanwhile), left out: {', '.join(report.removed[:5])}"
+                     f"{', ...' if gone > 5 else ''}")
     count = len(report.defects)
     verdict = "exact" if report.exact else f"NOT EXACT: {count} defect{'s' if count > 1 else ''}"
     kinds = sorted({d.kind for d in report.defects})
