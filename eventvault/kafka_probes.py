@@ -70,10 +70,10 @@ async def records_present(settings: KafkaSettings,
     """The offsets in each partition's ``ranges`` (inclusive) that hold committed records.
 
     A read_committed client of its own reads only those ranges: offsets it skips hold
-    transaction markers, aborted records, or records compaction removed. Each range starts
-    at the log start read just before it, and a seek below the log start (retention ran
-    meanwhile) resumes at the earliest offset, never at the end. Raises BrokerError if a range
-    stops being read for the request timeout.
+    transaction markers, aborted records, or records compaction removed. Each partition's
+    ranges start at its log start read just before them, and a seek below the log start
+    (retention ran meanwhile) resumes at the earliest offset, never at the end. Raises
+    BrokerError if a range stops being read for the request timeout.
     """
     found: dict[TopicPartition, list[tuple[int, int]]] = {tp: [] for tp in ranges}
     if not ranges:
@@ -87,8 +87,9 @@ async def records_present(settings: KafkaSettings,
         for tp, wanted in ranges.items():
             probe.pause(*(other for other in ranges if other != tp))
             probe.resume(tp)
+            # once per partition: a transactional topic has a gap (range) per marker
+            start = (await probe.beginning_offsets([tp]))[tp]
             for first, last in wanted:
-                start = (await probe.beginning_offsets([tp]))[tp]
                 await _read_range(probe, tp, max(first, start), min(last + 1, ends[tp]),
                                   settings.request_timeout_ms / 1000, found[tp])
         starts: dict[TopicPartition, int] = await probe.beginning_offsets(list(ranges))
