@@ -39,8 +39,8 @@ from eventvault.settings import KafkaSettings
 __all__ = ["COMMIT_REFUSED", "TRANSACTION_LOST", "AIOKafkaError", "BatchBuilder",
            "IllegalStateError", "OffsetAndMetadata", "ProducerFenced",
            "RebalanceListener", "TopicInfo", "TopicPartition", "client_options", "commit_offsets",
-           "committed_offsets", "consumer", "delete_records", "describe_topic", "log_offsets",
-           "producer_epoch", "quiet_internal_failures",
+           "committed_offsets", "consumer", "delete_records", "describe_topic", "group_members",
+           "log_offsets", "producer_epoch", "quiet_internal_failures",
            "stable_committed_offsets", "stop_quietly", "transactional_producer"]
 
 RebalanceListener = ConsumerRebalanceListener
@@ -166,6 +166,15 @@ async def delete_records(settings: KafkaSettings, before: dict[TopicPartition, i
     deletions = {tp: RecordsToDelete(offset) for tp, offset in before.items()}
     await _admin(settings, f"delete records of {len(before)} partitions",
                  lambda admin: admin.delete_records(deletions))
+
+
+async def group_members(settings: KafkaSettings, group_id: str) -> int:
+    """How many members ``group_id`` has now (0: no consumer of it, such as an archiver, runs)."""
+    responses = await _admin(settings, f"describe group {group_id}",
+                             lambda admin: admin.describe_consumer_groups([group_id]),
+                             group_id=group_id)
+    return sum(len(group[5]) for response in responses for group in response.groups
+               if group[1] == group_id)
 
 
 async def stop_quietly(client: AIOKafkaConsumer) -> None:

@@ -8,6 +8,7 @@ these use. The archiver asks :class:`LogStarts` whether a jump in offsets is ret
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError as AIOKafkaError
@@ -17,7 +18,7 @@ from eventvault.errors import BrokerError
 from eventvault.kafka import client_options, stop_quietly
 from eventvault.settings import KafkaSettings
 
-__all__ = ["LogStarts", "records_present"]
+__all__ = ["LogStarts", "Presence", "records_present"]
 
 
 class LogStarts:
@@ -51,20 +52,34 @@ class LogStarts:
             self._probe = None
 
 
+@dataclass(frozen=True)
+class Presence:
+    """What :func:`records_present` found: the records, and the log starts once it had read.
+
+    Offsets of a range below ``log_starts`` were deleted (retention, delete-records) before or
+    while it read: it cannot say whether they held records.
+    """
+
+    found: dict[TopicPartition, list[tuple[int, int]]]
+    log_starts: dict[TopicPartition, int]
+
+
 async def records_present(settings: KafkaSettings,
                           ranges: dict[TopicPartition, tuple[tuple[int, int], ...]],
-                          ) -> dict[TopicPartition, list[tuple[int, int]]]:
+                          ) -> Presence:
     """The offsets in each partition's ``ranges`` (inclusive) that hold committed records.
 
     A read_committed client of its own reads only those ranges: offsets it skips hold
-    transaction markers, aborted records, or records compaction removed. Raises BrokerError
-    if a range stops being read for the request timeout.
+    transaction markers, aborted records, or records compaction removed. Each partition's
+    ranges start at its log start read just before them, and a seek below the log start
+    (retention ran meanwhile) resumes at the earliest offset, never at the end. Raises
+    BrokerError if a range stops being read for the request timeout.
     """
     found: dict[TopicPartition, list[tuple[int, int]]] = {tp: [] for tp in ranges}
     if not ranges:
-        return found
+        return Presence(found, {})
     probe = AIOKafkaConsumer(**client_options(settings), isolation_level="read_committed",
-                             enable_auto_commit=False)
+                             enable_auto_commit=False, auto_offset_reset="earliest")
     try:
         await probe.start()
         probe.assign(list(ranges))
@@ -72,15 +87,18 @@ async def records_present(settings: KafkaSettings,
         for tp, wanted in ranges.items():
             probe.pause(*(other for other in ranges if other != tp))
             probe.resume(tp)
+            # once per partition: a transactional topic has a gap (range) per marker
+            start = (await probe.beginning_offsets([tp]))[tp]
             for first, last in wanted:
-                await _read_range(probe, tp, first, min(last + 1, ends[tp]),
+                await _read_range(probe, tp, max(first, start), min(last + 1, ends[tp]),
                                   settings.request_timeout_ms / 1000, found[tp])
+        starts: dict[TopicPartition, int] = await probe.beginning_offsets(list(ranges))
     except AIOKafkaError as exc:
         raise BrokerError(f"cannot read records of {len(ranges)} partitions: {exc}",
                           retriable=exc.retriable) from exc
     finally:
         await probe.stop()
-    return found
+    return Presence(found, starts)
 
 
 async def _read_range(probe: AIOKafkaConsumer, tp: TopicPartition, start: int, stop: int,

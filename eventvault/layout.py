@@ -114,7 +114,11 @@ def file_refs(keys: Iterable[str]) -> list[FileRef]:
 
 
 def parse_file_key(key: str) -> FileRef | None:
-    """Parse an object key written by :func:`FileRef.key`; None for anything else."""
+    """Parse an object key written by :func:`FileRef.key`; None for anything else.
+
+    Never raises: an impossible date (``date=2026-02-30``), a Hive null hour beside a real
+    date, or any key :meth:`FileRef.key` would not write as such is not an archive file's.
+    """
     m = _KEY_RE.match(key)
     if not m:
         return None
@@ -124,7 +128,12 @@ def parse_file_key(key: str) -> FileRef | None:
     if m["date"] == HIVE_NULL:
         hour: Hour = None
     else:
-        start = datetime.strptime(f"{m['date']} {m['hour']}", "%Y-%m-%d %H").replace(tzinfo=UTC)
-        hour = int((start - EPOCH).total_seconds()) // 3600
-    return FileRef(m["topic"], hour, int(f["p"]), int(f["s"]), int(f["e"]))
-
+        try:
+            start = datetime.strptime(f"{m['date']} {m['hour']}", "%Y-%m-%d %H")
+        except ValueError:
+            return None
+        hour = int((start.replace(tzinfo=UTC) - EPOCH).total_seconds()) // 3600
+        if not 0 <= hour <= MAX_HOUR:
+            return None
+    ref = FileRef(m["topic"], hour, int(f["p"]), int(f["s"]), int(f["e"]))
+    return ref if ref.key == key else None

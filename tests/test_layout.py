@@ -53,3 +53,27 @@ def test_unknown_event_times_go_to_the_hive_null_partition() -> None:
 def test_foreign_keys_are_not_parsed() -> None:
     assert parse_file_key("topic=t/date=2026-01-01/hour=01/notes.txt") is None
     assert parse_file_key("something/else.parquet") is None
+
+
+dates = st.from_regex(r"[0-9-]{10}", fullmatch=True) | st.just(HIVE_NULL) | st.dates().map(str)
+hour_names = st.from_regex(r"\d{2}", fullmatch=True) | st.just(HIVE_NULL)
+file_names = st.from_regex(r"\d{5}-\d{20}-\d{20}\.parquet", fullmatch=True)
+
+
+@given(topics, dates, hour_names, file_names)
+def test_malformed_keys_are_not_archive_files_and_never_raise(topic: str, date: str, hour: str,
+                                                              name: str) -> None:
+    """Impossible dates and hours (2026-02-30, 24), a Hive null hour beside a real date, a
+    date before 1970: None, never ValueError; whatever parses is the key FileRef writes."""
+    key = f"topic={topic}/date={date}/hour={hour}/{name}"
+    ref = parse_file_key(key)
+    assert ref is None or ref.key == key
+
+
+def test_impossible_dates_and_mixed_hive_null_hours_are_not_archive_files() -> None:
+    name = file_name(0, 0, 9)
+    for directory in ("date=2026-02-30/hour=00", f"date=2026-01-01/hour={HIVE_NULL}",
+                      "date=2026-01-01/hour=24", f"date={HIVE_NULL}/hour=05",
+                      "date=1969-12-31/hour=23", "date=2026-1-011/hour=00"):
+        assert parse_file_key(f"topic=t/{directory}/{name}") is None, directory
+    assert parse_file_key(f"topic=t/date=2026-02-28/hour=23/{name}") is not None

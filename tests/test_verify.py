@@ -11,16 +11,22 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
 from eventvault import format as fmt
+from eventvault import kafka, kafka_probes
 from eventvault.layout import FileRef, parse_file_key
+from eventvault.settings import KafkaSettings, StorageSettings
+from eventvault.storage.s3 import S3Storage
+from eventvault.verify.check import verify
+from eventvault.verify.cli import render
 from tests.cliutil import archiver_env, run_cli, start_cli
 from tests.kafkautil import Rec, archive_once, create_topic, delete_group, produce, settings
 
@@ -35,6 +41,7 @@ def verify_cli(bootstrap: str, endpoint: str, url: str, group: str,
            "EVENTVAULT_STORAGE__ENDPOINT_URL": endpoint, "EVENTVAULT_ARCHIVE__GROUP_ID": group}
     done = run_cli("verify", "--output", "json", *extra, env=env)
     assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode >= 0, done.stderr[-3000:]
     return done.returncode, json.loads(done.stdout)
 
 
@@ -280,3 +287,117 @@ def test_verify_storage_error_is_one_line_and_exit_3(kafka_bootstrap: str,
     assert done.returncode == 3, done.stderr
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith("eventvault: error: S3")
+
+
+def test_records_present_below_the_log_start_finds_what_kafka_still_holds(
+        kafka_bootstrap: str) -> None:
+    """A gap whose first offsets retention deleted after verify read the log offsets: the
+    probe must not jump to the end of the log and call the whole gap nonexistent."""
+    topic, _ = fresh_topic(kafka_bootstrap, "probe-start")
+    produce(kafka_bootstrap, topic, [Rec(0, b"k", b"v%d" % i) for i in range(100)])
+    tp = TopicPartition(topic, 0)
+    kafka_settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    asyncio.run(kafka.delete_records(kafka_settings, {tp: 50}))
+    presence = asyncio.run(kafka_probes.records_present(kafka_settings, {tp: ((10, 89),)}))
+    assert presence.found[tp] == [(50, 89)]
+    assert presence.log_starts[tp] == 50
+
+
+def test_verify_reports_a_partition_added_after_archiving_as_never_archived(
+        kafka_bootstrap: str, s3_endpoint: str, s3_bucket: str) -> None:
+    """Partition 1 is added once partition 0 is archived: its records, with neither files nor
+    committed progress while no archiver runs, are a defect, not pending."""
+    topic, group = fresh_topic(kafka_bootstrap, "added")
+    produce(kafka_bootstrap, topic, [Rec(0, b"k", b"v%d" % i, timestamp_ms=BASE_MS)
+                                     for i in range(40)])
+    url = f"s3://{s3_bucket}/added"
+    archive = settings(kafka_bootstrap, url, [topic], group, s3_endpoint)
+    archive_once(archive)
+
+    async def add_partition() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_partitions({topic: NewPartitions(total_count=2)})
+        finally:
+            await admin.close()
+    asyncio.run(add_partition())
+    produce(kafka_bootstrap, topic, [Rec(1, b"k", b"w%d" % i, timestamp_ms=BASE_MS)
+                                     for i in range(25)])
+    code, report = verify_cli(kafka_bootstrap, s3_endpoint, url, group)
+    assert (code, defect_kinds(report)) == (5, Counter({"never_archived": 1})), report
+    defect = report["partitions"][1]["defects"][0]
+    assert (defect["partition"], defect["first"], defect["last"], defect["count"]) == \
+        (1, 0, 24, 25)
+    archive_once(archive)  # the next run takes the new partition: exact again
+    code, report = verify_cli(kafka_bootstrap, s3_endpoint, url, group)
+    assert (code, [p["rows"] for p in report["partitions"]]) == (0, [40, 25]), report
+
+
+def test_verify_reports_a_deleted_file_below_the_log_start_as_unverifiable(
+        kafka_bootstrap: str, s3_endpoint: str, s3_bucket: str) -> None:
+    """Retention passed an archived file, then the file was deleted: its offsets are between
+    archived ones, so they are unverifiable (not expired), and a defect past the limit."""
+    topic, group = fresh_topic(kafka_bootstrap, "unverifiable")
+    produce(kafka_bootstrap, topic, [Rec(0, b"k", b"v%d" % i, timestamp_ms=BASE_MS)
+                                     for i in range(3000)])
+    url = f"s3://{s3_bucket}/unverifiable"
+    archive_once(settings(kafka_bootstrap, url, [topic], group, s3_endpoint,
+                          max_file_records=1200))
+    tp = TopicPartition(topic, 0)
+    asyncio.run(kafka.delete_records(KafkaSettings(bootstrap_servers=kafka_bootstrap),
+                                     {tp: 2400}))
+    code, report = verify_cli(kafka_bootstrap, s3_endpoint, url, group)
+    part = report["partitions"][0]
+    assert (code, part["log_start"], part["expired"], part["unverifiable"]) == (0, 2400, 0, 0)
+    bucket = Bucket(s3_endpoint, s3_bucket)
+    middle = FileRef(topic, BASE_MS // HOUR_MS, 0, 1200, 2399)
+    assert middle.key in bucket.keys("unverifiable/")
+    bucket.delete(f"unverifiable/{middle.key}")
+    code, report = verify_cli(kafka_bootstrap, s3_endpoint, url, group)
+    part = report["partitions"][0]
+    assert (code, part["expired"], part["unverifiable"]) == (5, 0, 1200), report
+    assert [(d["kind"], d["first"], d["last"], d["count"]) for d in part["defects"]] == [
+        ("unverifiable_gap", 1200, 2399, 1200)]
+    code, report = verify_cli(kafka_bootstrap, s3_endpoint, url, group,
+                              "--unverifiable-gap", "1200")
+    assert (code, report["partitions"][0]["unverifiable"]) == (0, 1200)
+    code, report = verify_cli(kafka_bootstrap, s3_endpoint, url, group, "--strict",
+                              "--unverifiable-gap", "1200")
+    assert code == 5
+
+
+class RetentionMeanwhile(S3Storage):
+    """The archive on S3, with a retention run deleting ``victim`` just after the listing."""
+
+    def __init__(self, settings: StorageSettings, bucket: Bucket, victim: str) -> None:
+        name, prefix = settings.bucket_and_prefix()
+        super().__init__(name, prefix, settings)
+        self.retention, self.victim = bucket, victim
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        keys = list(super().list(prefix))
+        if self.victim in keys and prefix.startswith("topic="):
+            self.retention.delete(self.prefix + self.victim)
+        return iter(keys)
+
+
+def test_verify_leaves_out_a_file_deleted_between_listing_and_reading(
+        kafka_bootstrap: str, s3_endpoint: str, s3_bucket: str) -> None:
+    """A file gone when read is not a storage error (exit 3): it is left out and named; its
+    records, still in Kafka, are then missing from the archive."""
+    topic, group = fresh_topic(kafka_bootstrap, "removed")
+    produce(kafka_bootstrap, topic, [Rec(0, b"k", b"v%d" % i, timestamp_ms=BASE_MS)
+                                     for i in range(90)])
+    archive = settings(kafka_bootstrap, f"s3://{s3_bucket}/removed", [topic], group,
+                       s3_endpoint, max_file_records=30)
+    archive_once(archive)
+    bucket = Bucket(s3_endpoint, s3_bucket)
+    victim = FileRef(topic, BASE_MS // HOUR_MS, 0, 30, 59).key
+    storage = RetentionMeanwhile(archive.storage, bucket, victim)
+    report = verify(archive, storage, [topic], group)
+    assert report.removed == (victim,)
+    assert [(p.files, p.rows) for p in report.partitions] == [(2, 60)]
+    assert [(d.kind, d.first, d.last) for d in report.defects] == [("missing", 30, 59)]
+    assert f"1 file removed while verifying (retention or erasure meanwhile), left out: " \
+        f"{victim}" in render(report)

@@ -2,8 +2,8 @@
 
 Offsets are handled as sorted, disjoint, inclusive intervals (``(first, last)``), never one by
 one, so that a partition of a billion records costs as much as its files. Defects are what
-makes an archive not exact; the other counts (expired, nonexistent, pending) explain offsets
-the archive rightly does not hold.
+makes an archive not exact; the other counts (expired, unverifiable, nonexistent, pending)
+explain offsets the archive rightly does not hold, or cannot be checked any more.
 """
 
 from __future__ import annotations
@@ -28,7 +28,11 @@ DEFECTS = {
     "wrong_hour": "a file whose rows' timestamps are not of its date/hour directory",
     "bad_key": "an object under a topic folder whose key is not an archive file's",
     "group_offsets_missing": "files exist but the group has no committed offset (expired?)",
+    "unverifiable_gap": "offsets between archived ones that Kafka deleted, in a gap longer than "
+    "the limit (--unverifiable-gap; any with --strict): a deleted file?",
     "unrecorded_file": "a file at or beyond the committed offset that no recorded cut names",
+    "never_archived": "a partition of an archived topic holds records but has neither files "
+    "nor committed progress, and no archiver runs in the group",
 }
 """Every kind of defect, with what it means (the report's legend and docs)."""
 
@@ -72,7 +76,10 @@ class FileFacts:
 class GapPlan:
     """A partition's offsets missing from the archive, split by what may explain them.
 
-    ``expired``: below the log start offset (retention or deletion; cannot be checked).
+    ``expired``: below the log start offset and below the first archived offset (retention
+    deleted them before the archive began, or with its first files). ``unverifiable``: below
+    the log start but above the first archived offset: Kafka can no longer say whether they
+    held records (markers and compaction leave such gaps, a deleted file too).
     ``probe``: inside the retained log below the committed offset: Kafka is read there to
     tell records (missing) from offsets that hold none (markers, compacted, aborted).
     ``pending``: at or above the committed offset: not archived yet (read too when few, to
@@ -80,6 +87,7 @@ class GapPlan:
     """
 
     expired: int
+    unverifiable: tuple[Interval, ...]
     probe: tuple[Interval, ...]
     pending: tuple[Interval, ...]
     horizon: int
@@ -98,6 +106,7 @@ class PartitionReport:
     end: int | None
     committed: int | None
     expired: int = 0
+    unverifiable: int = 0
     nonexistent: int = 0
     pending: int = 0
     defects: tuple[Defect, ...] = field(default=())
@@ -234,7 +243,7 @@ def _ranges(intervals: Sequence[Interval], shown: int = 5) -> str:
 
 def plan_gaps(covered: Sequence[Interval], log_start: int, end: int,
               committed: int | None) -> GapPlan:
-    """Split a partition's missing offsets into expired, to be read from Kafka, and pending.
+    """Split a partition's missing offsets: expired, unverifiable, to be read, and pending.
 
     Without a committed offset, the archive's own highest offset is the horizon: what lies
     below it should be archived, what lies above is not yet.
@@ -242,10 +251,23 @@ def plan_gaps(covered: Sequence[Interval], log_start: int, end: int,
     highest = covered[-1][1] + 1 if covered else 0
     horizon = committed if committed is not None else highest
     missing = gaps(covered, 0, max(end, horizon))
-    expired = size(clip(missing, 0, log_start))
+    first = covered[0][0] if covered else log_start
+    expired = size(clip(missing, 0, min(first, log_start)))
+    unverifiable = clip(missing, first, log_start)
     probe = clip(missing, log_start, min(horizon, end))
     pending = clip(missing, max(horizon, log_start), end)
-    return GapPlan(expired, probe, pending, horizon)
+    return GapPlan(expired, unverifiable, probe, pending, horizon)
+
+
+def unverifiable_defects(topic: str, partition: int, unverifiable: Sequence[Interval],
+                         limit: int) -> list[Defect]:
+    """The unverifiable gaps longer than ``limit`` offsets, as one defect (0: every gap)."""
+    long = [(first, last) for first, last in unverifiable if last - first + 1 > limit]
+    if not long:
+        return []
+    return [Defect("unverifiable_gap", topic, partition, None, long[0][0], long[-1][1],
+                   size(long), detail=f"below the log start, between archived offsets, "
+                   f"{_ranges(long)}")]
 
 
 def missing_defects(topic: str, partition: int, present: Sequence[Interval],
@@ -256,6 +278,21 @@ def missing_defects(topic: str, partition: int, present: Sequence[Interval],
         return []
     return [Defect("missing", topic, partition, None, missing[0][0], missing[-1][1],
                    size(missing), detail=f"Kafka holds these records, {_ranges(missing)}")]
+
+
+def never_archived_defects(topic: str, partition: int, log_start: int, end: int,
+                           records: int | None) -> list[Defect]:
+    """A partition the archiver never took, though its topic is archived: one defect.
+
+    For a partition with neither files nor committed progress while no archiver runs in the
+    group (the caller checks that): ``records`` is how many records Kafka holds in
+    ``[log_start, end)``, None when that was not read (too many offsets to be only markers).
+    """
+    if end <= log_start or records == 0:
+        return []
+    return [Defect("never_archived", topic, partition, None, log_start, end - 1,
+                   end - log_start, detail="Kafka holds records here, the archive has no file "
+                   "and the group no committed offset")]
 
 
 def progress_defects(topic: str, partition: int, progress: Progress | None,

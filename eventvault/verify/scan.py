@@ -2,7 +2,8 @@
 
 Each file is opened through :meth:`Storage.reader`, which fetches only the byte ranges pyarrow
 asks for: the footer (schema, row-group statistics of ``partition`` and ``timestamp``) and the
-``offset`` column chunks. Files are read by a small thread pool.
+``offset`` column chunks. Files are read by a small thread pool. A file that is gone when it is
+read (retention or erasure deleted it after the listing) is left out, not an error.
 """
 
 from __future__ import annotations
@@ -37,16 +38,22 @@ def archive_keys(storage: Storage, topic: str) -> tuple[list[tuple[str, FileRef]
 
 
 def scan_files(storage: Storage, files: list[tuple[str, FileRef]],
-               done: Callable[[int], None]) -> Iterator[FileFacts]:
-    """The facts of every file, in the order given; ``done(1)`` after each file."""
+               done: Callable[[int], None]) -> Iterator[FileFacts | None]:
+    """The facts of every file, in the order given; ``done(1)`` after each file.
+
+    None in place of a file removed since the listing.
+    """
     with ThreadPoolExecutor(READERS) as pool:
         for facts in pool.map(lambda item: read_facts(storage, *item), files):
             done(1)
             yield facts
 
 
-def read_facts(storage: Storage, key: str, ref: FileRef) -> FileFacts:
-    """Footer statistics and offsets of one file (a file that cannot be read says why)."""
+def read_facts(storage: Storage, key: str, ref: FileRef) -> FileFacts | None:
+    """Footer statistics and offsets of one file (a file that cannot be read says why).
+
+    None when the file failed to read because it is no longer listed: removed meanwhile.
+    """
     try:
         with storage.reader(key) as source:
             parquet = pq.ParquetFile(source)
@@ -55,6 +62,8 @@ def read_facts(storage: Storage, key: str, ref: FileRef) -> FileFacts:
             timestamps = _min_max(parquet, "timestamp")
             partitions = _min_max(parquet, "partition")
     except StorageError:
+        if key not in set(storage.list(key)):  # listed again: deleted since the listing
+            return None
         raise
     except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
         return FileFacts(key, ref, problem=f"{type(exc).__name__}: {exc}", readable=False)
