@@ -29,11 +29,9 @@ def add_parser(sub: Any) -> None:
         "verify", help="check that the archive holds every record of its topics exactly once",
         description="Compare the archive with Kafka and the archiver group's committed "
         "progress: missing, duplicated, misnamed, disordered, unreadable and misfiled files. "
-        "Reads file footers and offset columns only. Settings come from --config (or "
-        "./eventvault.toml) and EVENTVAULT_* variables. Offsets Kafka deleted between "
-        "archived ones are unverifiable: counted, and a defect only in a gap longer than "
-        "--unverifiable-gap (every one with --strict). Exit 0 when exact, 5 when not, "
-        "2/3/4 for configuration, storage and Kafka errors.")
+        "Reads file footers and offset columns only. Offsets Kafka deleted between archived "
+        "ones are unverifiable: counted, and a defect only in a gap longer than "
+        "--unverifiable-gap (every one with --strict). Exit 0 when exact, 5 when not.")
     parser.add_argument("--topic", action="append", dest="topics", metavar="TOPIC",
                         help="topic to verify (repeatable; default: every topic in the "
                         "archive)")
