@@ -11,8 +11,10 @@ the uploads of a zombie would.
 With ``streak=n``, a request for an object that gets a fault is followed by ``n - 1`` more faults
 for the same method and key: above botocore's 5 attempts, only eventvault's own retries get past
 it, and ``outlasted`` counts the streaks a client got past (each one at least one retry of its
-own). Listings (a GET of the bucket, counted as "LIST") get single faults. ``rates`` overrides
-``rate`` for some methods.
+own). Listings (a GET of the bucket, counted as "LIST") get streaks of ``list_streak`` (1: single
+faults), one per page, as each page has its own query. ``rates`` overrides ``rate`` for some
+methods. A streak bounds the attempts a request needs, so a test sized for them cannot fail by
+chance: a fault at random with no streak can come ten times in a row.
 
 Permissions, as S3 enforces them: ``deny_missing_heads`` answers a HEAD of a missing key with 403
 (what S3 answers a role without ``s3:ListBucket``), ``deny`` answers the methods it names with
@@ -45,7 +47,8 @@ class FaultyS3:
                  seed: int = 7,
                  faults: tuple[str, ...] = ("503", "500", "reset-before", "reset-after"),
                  paths: str = "", deny_missing_heads: bool = False, deny: tuple[str, ...] = (),
-                 streak: int = 1, rates: dict[str, float] | None = None) -> None:
+                 streak: int = 1, rates: dict[str, float] | None = None,
+                 list_streak: int = 1) -> None:
         self.upstream = urlsplit(upstream)
         self.deny_missing_heads = deny_missing_heads
         self.deny = deny
@@ -58,6 +61,7 @@ class FaultyS3:
         self.injected: Counter[str] = Counter()
         self.by_method: Counter[str] = Counter()  # faults injected, by HTTP method
         self.streak = streak
+        self.list_streak = list_streak
         self.rates = rates or {}
         self.streaks: dict[tuple[str, str], tuple[str, int]] = {}  # (method, path): fault, left
         self.outlasted = 0
@@ -149,8 +153,9 @@ class FaultyS3:
                 return None
             else:
                 fault = self.rng.choice(self.faults)
-                if self.streak > 1 and not listing:
-                    self.streaks[(method, path)] = (fault, self.streak - 1)
+                streak = self.list_streak if listing else self.streak
+                if streak > 1:
+                    self.streaks[(method, path)] = (fault, streak - 1)
             self.injected[fault] += 1
             self.by_method["LIST" if listing else method] += 1
             return fault
