@@ -87,6 +87,7 @@ class Archiver(Membership):
         """Stop soon: no more reading; storage retries give up; commit what is durable."""
         self.stopping.set()
         abandon_retries(self.storage)
+        self.bound_kafka_waits()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self) -> Summary:
@@ -112,8 +113,9 @@ class Archiver(Membership):
             await self._commit(set(self.states))
         finally:
             abandon_retries(self.storage)  # no thread keeps retrying once the run is over
-            await kafka.stop_quietly(self.consumer)
-            await self.log_starts.close()
+            # A frozen broker must not hold the process (stopping_limit).
+            await kafka.stop_quietly(self.consumer, self.stopping_limit())
+            await self.log_starts.close(self.stopping_limit())
             self.uploads.close()
             self.progress_bar.close()
         self.summary.seconds = time.monotonic() - started

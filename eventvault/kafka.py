@@ -1,8 +1,9 @@
 """The aiokafka adapter: clients built from settings, log offsets, group offsets, topics.
 
-The aiokafka adapter, with its two companions :mod:`eventvault.kafka_probes` (long-lived and
-range-reading probe clients) and :mod:`eventvault.kafka_protocol` (a request aiokafka lacks): no
-other module imports aiokafka. The archiver and replay get their consumer, producer
+The aiokafka adapter, with its companions :mod:`eventvault.kafka_probes` (long-lived and
+range-reading probe clients), :mod:`eventvault.kafka_protocol` (a request aiokafka lacks) and
+:mod:`eventvault.kafka_commit` (group commits bound to a generation): no other module imports
+aiokafka. The archiver and replay get their consumer, producer
 and admin lookups here, and the aiokafka names they handle (``TopicPartition``, the rebalance
 listener base, the errors a commit may meet) through the re-exports below. Failures become
 :class:`~eventvault.errors.BrokerError`.
@@ -11,6 +12,7 @@ listener base, the errors a commit may meet) through the re-exports below. Failu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -177,16 +179,24 @@ async def group_members(settings: KafkaSettings, group_id: str) -> int:
                if group[1] == group_id)
 
 
-async def stop_quietly(client: AIOKafkaConsumer) -> None:
+async def stop_quietly(client: AIOKafkaConsumer, timeout_seconds: float | None = None) -> None:
     """Stop a consumer; errors of its stopping are not the caller's.
 
     aiokafka's ``stop()`` cancels the consumer's pending fetch tasks and awaits them without
     catching their ``CancelledError``, which then escapes into the caller as if the caller had
     been cancelled (it killed an archiver from its rebalance listener). That one is swallowed;
-    a cancellation of the calling task itself still propagates.
+    a cancellation of the calling task itself still propagates. With ``timeout_seconds``, a
+    stop that waits longer for an unresponsive broker (its requests in flight, the LeaveGroup)
+    is given up and the client's connections are closed without an answer: the group then
+    drops the member at its session timeout.
     """
     try:
-        await client.stop()
+        async with asyncio.timeout(timeout_seconds):
+            await client.stop()
+    except TimeoutError:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await client._client.close()
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if task is not None and task.cancelling():

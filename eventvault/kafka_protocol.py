@@ -1,7 +1,8 @@
 """Kafka protocol messages aiokafka does not have: OffsetFetch v7 with ``require_stable``.
 
 Part of the aiokafka adapter (:mod:`eventvault.kafka` sends it); no other eventvault module
-imports aiokafka besides these two and :mod:`eventvault.kafka_probes`.
+imports aiokafka besides these two, :mod:`eventvault.kafka_probes` and
+:mod:`eventvault.kafka_commit`.
 """
 
 from __future__ import annotations

@@ -141,7 +141,8 @@ def _alive(pid: int) -> bool:
     return waited == 0
 
 
-def _properties(port: int, cport: int, log_dir: Path) -> str:
+def _properties(port: int, cport: int, log_dir: Path,
+                extra: dict[str, str] | None = None) -> str:
     return "\n".join([
         "process.roles=broker,controller",
         "node.id=1",
@@ -166,6 +167,7 @@ def _properties(port: int, cport: int, log_dir: Path) -> str:
         "log.message.timestamp.after.max.ms=9223372036854775807",
         "log.message.timestamp.before.max.ms=9223372036854775807",
         "message.max.bytes=8388608",
+        *(f"{name}={value}" for name, value in (extra or {}).items()),
         "",
     ])
 
@@ -191,8 +193,11 @@ def _cluster_id() -> str:
 
 
 def start(state_dir: Path | None = None, version: str = KAFKA_VERSION,
-          timeout: float = 90.0) -> Broker:
-    """Format storage and start a broker+controller; return once it accepts connections."""
+          timeout: float = 90.0, extra_properties: dict[str, str] | None = None) -> Broker:
+    """Format storage and start a broker+controller; return once it accepts connections.
+
+    ``extra_properties`` are added to (or override) the broker's server.properties.
+    """
     libs = fetch_jars(version)
     state = Path(state_dir or tempfile.mkdtemp(prefix="eventvault-kafka-"))
     if state.exists():
@@ -200,7 +205,7 @@ def start(state_dir: Path | None = None, version: str = KAFKA_VERSION,
     (state / "data").mkdir(parents=True)
     port, cport = free_port(), free_port()
     props = state / "server.properties"
-    props.write_text(_properties(port, cport, state / "data"))
+    props.write_text(_properties(port, cport, state / "data", extra_properties))
     (state / "log4j2.xml").write_text(_LOG4J2)
     cluster = _cluster_id()
     subprocess.run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -15,12 +16,14 @@ from pathlib import Path
 import pytest
 
 from eventvault import kafka
+from eventvault.errors import BrokerError
 from eventvault.kafka import TopicPartition
 from eventvault.layout import parse_file_key
 from eventvault.progress import Cut, decode_progress
 from eventvault.settings import KafkaSettings, StorageSettings
 from eventvault.storage import open_storage
 from eventvault.storage.local import LocalStorage
+from infra import kafka_local
 from tests.cliutil import archiver_env, run_cli, start_cli
 from tests.crashutil import BASE_MS, Producer, assert_exactly_once, log_events, wait_for
 from tests.faulty_s3 import FaultyS3
@@ -202,3 +205,63 @@ def test_a_second_signal_exits_at_once(kafka_bootstrap: str, s3_endpoint: str, s
     rows = read_archive(open_storage(StorageSettings(url=url, endpoint_url=s3_endpoint)))
     assert sorted(r["offset"] for r in rows) == list(range(2000))
     assert all(r["value"] == b"v%d" % r["offset"] for r in rows)
+
+
+def test_sigterm_with_kafka_unresponsive(tmp_path: Path) -> None:
+    """A broker of its own is frozen (SIGSTOP) under a running archiver, whose idle roll then
+    commits its intent into the frozen broker: SIGTERM still ends it within seconds (the commit
+    in flight and the rest share 5 s), with one WARNING line; once the broker runs again a
+    rerun archives every record once."""
+    # Frozen longer than the default 9 s, the broker would be fenced by its own controller and
+    # take a while to come back after SIGCONT; the stop, not that, is under test.
+    broker = kafka_local.start(tmp_path / "kafka",
+                               extra_properties={"broker.session.timeout.ms": "120000"})
+    try:
+        topic = f"stop.frozen-{uuid.uuid4().hex[:6]}"
+        create_topic(broker.bootstrap, topic)
+        produce(broker.bootstrap, topic, [Rec(0, b"k%d" % i, b"v%d" % i, timestamp_ms=BASE_MS)
+                                          for i in range(2000)])
+        url = f"file://{tmp_path}/arch"
+        env = archiver_env(broker.bootstrap, url, topic, MAX_FILE_RECORDS="300",
+                           IDLE_SECONDS="3")  # the last 200 roll 3 s after they were read
+        store = LocalStorage(tmp_path / "arch")
+        log = tmp_path / "archiver.log"
+        with log.open("wb") as out:
+            proc = start_cli("archive", env=env, stdout=out, stderr=out)
+        try:
+            wait_for(lambda: len(list(store.list("topic="))) >= 6, "six files")
+            os.kill(broker.pid, signal.SIGSTOP)
+            try:
+                time.sleep(4)  # the idle roll's intent commit is out, unanswered
+                assert not list(store.list("topic="))[6:], "the idle roll was not held up"
+                code, took = _terminated(proc)
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+        finally:
+            proc.kill()
+            proc.wait()
+        text = log.read_text()
+        assert took < 8, f"SIGTERM took {took:.1f} s with Kafka frozen: {text[-2000:]}"
+        assert "Traceback" not in text, text[-3000:]
+        assert code == 0, text[-2000:]
+        given_up = log_events(log, "last commit not done: Kafka did not answer; the next run "
+                                   "resumes from the previous commit")
+        assert [event["level"] for event in given_up] == ["warning"], text[-2000:]
+        wait_for(lambda: _answers(broker.bootstrap, topic), "the broker to answer again", 120)
+        archive_once(settings(broker.bootstrap, url, [topic], f"g-{topic}"))
+        rows = read_archive(store)
+        assert sorted(r["offset"] for r in rows) == list(range(2000))
+        assert all(r["value"] == b"v%d" % r["offset"] for r in rows)
+    finally:
+        broker.stop()
+    print(f"stopped in {took:.1f} s with exit {code}")
+
+
+def _answers(bootstrap: str, topic: str) -> bool:
+    try:
+        asyncio.run(kafka.log_offsets(KafkaSettings(bootstrap_servers=bootstrap,
+                                                    request_timeout_ms=5000),
+                                      [TopicPartition(topic, 0)], "read_committed"))
+    except BrokerError:
+        return False
+    return True
