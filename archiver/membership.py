@@ -19,23 +19,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from eventvault import kafka, kafka_commit, observe
 from eventvault.archiver import adoption
 from eventvault.archiver.adoption import partition_name
 from eventvault.archiver.batching import Limits, PartitionState
+from eventvault.archiver.stopping import KafkaWaits
 from eventvault.errors import EventVaultError
 from eventvault.kafka import TopicPartition
 from eventvault.progress import Progress, encode_progress, spec_hash
 from eventvault.settings import ArchiveSettings, KafkaSettings
 from eventvault.storage import Storage
-
-STOP_KAFKA_SECONDS = 5.0
-"""How long the Kafka requests of stopping (the last commit, the clients' stops) may take in all."""
 
 
 class Membership(kafka.RebalanceListener):  # type: ignore[misc]
@@ -59,43 +56,10 @@ class Membership(kafka.RebalanceListener):  # type: ignore[misc]
         self.blocked: set[TopicPartition] = set()
         self.committed: dict[TopicPartition, int] = {}
         self.reported_lost: dict[TopicPartition, int] = {}  # loss reported below, per partition
-        self._stopping_deadline: float | None = None
-        self._kafka_waits: set[asyncio.Timeout] = set()  # commits in flight, bounded at stop
-        self.kafka_unresponsive = False  # stopping, a commit got no answer in time: no more
+        self.kafka_waits = KafkaWaits(self._is_stopping)
 
-    def stopping_limit(self) -> float | None:
-        """Seconds a Kafka request may still take (None: not stopping, so no limit).
-
-        Stopping, the requests share :data:`STOP_KAFKA_SECONDS` from the first of them (or from
-        the signal, for one in flight then), so an unresponsive broker holds the process about
-        that long, not a request timeout (or aiokafka's endless retries) each.
-        """
-        if not self.stopping.is_set():
-            return None
-        now = time.monotonic()
-        if self._stopping_deadline is None:
-            self._stopping_deadline = now + STOP_KAFKA_SECONDS
-        return max(0.5, self._stopping_deadline - now)
-
-    def bound_kafka_waits(self) -> None:
-        """Stopping has begun: give the commits in flight the stopping limit too."""
-        if self._kafka_waits and (limit := self.stopping_limit()) is not None:
-            deadline = asyncio.get_running_loop().time() + limit
-            for wait in self._kafka_waits:
-                wait.reschedule(deadline)
-
-    @contextlib.asynccontextmanager
-    async def _bounded(self) -> AsyncIterator[None]:
-        """A Kafka wait with no limit until stopping begins (then :meth:`stopping_limit`)."""
-        async with asyncio.timeout(None) as wait:
-            limit = self.stopping_limit()
-            if limit is not None:
-                wait.reschedule(asyncio.get_running_loop().time() + limit)
-            self._kafka_waits.add(wait)
-            try:
-                yield
-            finally:
-                self._kafka_waits.discard(wait)
+    def _is_stopping(self) -> bool:
+        return self.stopping.is_set()  # the run's event, made when it starts
 
     async def _drain(self, tps: set[TopicPartition] | None = None) -> None:
         raise NotImplementedError  # the archiver's: wait for the files of ``tps`` in flight
@@ -159,24 +123,22 @@ class Membership(kafka.RebalanceListener):  # type: ignore[misc]
             return True
         observe.event("commit", logging.DEBUG, progress={
             partition_name(tp): om.metadata + f"@{om.offset}" for tp, om in offsets.items()})
-        if self.kafka_unresponsive:
+        if self.kafka_waits.unresponsive:
             return False
+        async def send() -> bool:
+            await kafka_commit.commit_in_generation(self.consumer, offsets, generation)
+            return True
+
         try:
-            async with self._bounded():
-                await kafka_commit.commit_in_generation(self.consumer, offsets, generation)
-        except TimeoutError:
-            # Stopping with Kafka unresponsive: what was committed before stays consistent (a
-            # file is written only after its cut was committed), so the next run resumes there.
-            self.kafka_unresponsive = True
-            observe.event("last commit not done: Kafka did not answer; the next run resumes "
-                          "from the previous commit", logging.WARNING,
-                          seconds=STOP_KAFKA_SECONDS,
-                          partitions=[partition_name(tp) for tp in offsets])
-            return False
+            # Stopping with Kafka unresponsive, it is given up: what was committed before is
+            # consistent (a file is written only after its cut was committed).
+            if not await self.kafka_waits.attempt("commit", send, partitions=sorted(
+                    partition_name(tp) for tp in offsets)):
+                return False
         except kafka.COMMIT_REFUSED as exc:
             observe.event("commit refused", reason=str(exc) or type(exc).__name__,
                           reset=reset, partitions=[partition_name(tp) for tp in offsets])
-            if reset:
+            if reset and not self.stopping.is_set():  # stopping: nothing more to read
                 await self._reset({tp for tp, st in states.items() if self.owns(tp, st)})
             return False
         self.dirty -= set(offsets)

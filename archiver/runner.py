@@ -87,7 +87,7 @@ class Archiver(Membership):
         """Stop soon: no more reading; storage retries give up; commit what is durable."""
         self.stopping.set()
         abandon_retries(self.storage)
-        self.bound_kafka_waits()
+        self.kafka_waits.bound_all()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self) -> Summary:
@@ -113,9 +113,8 @@ class Archiver(Membership):
             await self._commit(set(self.states))
         finally:
             abandon_retries(self.storage)  # no thread keeps retrying once the run is over
-            # A frozen broker must not hold the process (stopping_limit).
-            await kafka.stop_quietly(self.consumer, self.stopping_limit())
-            await self.log_starts.close(self.stopping_limit())
+            await kafka.stop_quietly(self.consumer, self.kafka_waits.limit())
+            await self.log_starts.close(self.kafka_waits.limit())
             self.uploads.close()
             self.progress_bar.close()
         self.summary.seconds = time.monotonic() - started
@@ -195,7 +194,10 @@ class Archiver(Membership):
         read (or the log start, if lower) were deleted before they were read.
         """
         jumps, self._jumps = self._jumps, []
-        starts = await self.log_starts.get(sorted({tp for tp, _, _, _ in jumps}))
+        starts = await self.kafka_waits.attempt("log start offsets", lambda: self.log_starts.get(
+            sorted({tp for tp, _, _, _ in jumps})))
+        if starts is None:  # stopping, and Kafka did not answer: no commit moves past the jumps
+            return
         await self.faults.reach("loss-checked", partitions=len(starts))
         for tp, state, expected, got in jumps:
             start = starts.get(tp, 0)

@@ -12,7 +12,6 @@ listener base, the errors a commit may meet) through the re-exports below. Failu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -187,16 +186,15 @@ async def stop_quietly(client: AIOKafkaConsumer, timeout_seconds: float | None =
     been cancelled (it killed an archiver from its rebalance listener). That one is swallowed;
     a cancellation of the calling task itself still propagates. With ``timeout_seconds``, a
     stop that waits longer for an unresponsive broker (its requests in flight, the LeaveGroup)
-    is given up and the client's connections are closed without an answer: the group then
-    drops the member at its session timeout.
+    is given up, its tasks left to the end of the event loop: the group then drops the member
+    at its session timeout. (Closing its connections instead would make its remaining tasks
+    log errors, and reconnect.)
     """
     try:
         async with asyncio.timeout(timeout_seconds):
             await client.stop()
     except TimeoutError:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1.0):
-                await client._client.close()
+        pass
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if task is not None and task.cancelling():

@@ -5,15 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.protocol.admin import DeleteGroupsRequest
 
-from tests.cliutil import run_cli
+from eventvault.replay.prepare import read_checkpoint
+from eventvault.settings import KafkaSettings
+from tests.cliutil import run_cli, start_cli
 from tests.kafkautil import Rec, archive_once, create_topic, kcat_produce_null_record, produce
 from tests.kafkautil import settings as archive_settings
 
@@ -141,3 +148,70 @@ def assert_offset_map_matches(archive: Path, report: dict[str, Any], target: lis
         if source is not None:
             s, t = origins[origin], at[where]
             assert (t.key, t.value, t.timestamp_ms) == (s.key, s.value, s.timestamp_ms), where
+
+
+def start_replay(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    """`eventvault replay` in the background, its output discarded."""
+    return start_cli("replay", *args, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
+
+
+def source_and_target(bootstrap: str, url: str, n: int, partitions: int, *,
+                       transaction_records: int,
+                       **archive: Any) -> tuple[str, str, dict[str, str]]:
+    """A source topic of ``n`` records archived to ``url``, an empty target topic, and the
+    environment of a replay between them."""
+    records = [Rec(i % partitions, f"k{i % 41}".encode(), str(i).encode() * 10, (),
+                   1_767_225_600_000 + i) for i in range(n)]
+    src = archived_topic(bootstrap, url, records, partitions, **archive)
+    dst = f"dst-{src}"
+    create_topic(bootstrap, dst, partitions)
+    return src, dst, {"EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+                      "EVENTVAULT_STORAGE__URL": url,
+                      "EVENTVAULT_REPLAY__TRANSACTION_RECORDS": str(transaction_records)}
+
+
+def map_files(archive: Path, replay_id: str) -> int:
+    """How many offset-map files replay ``replay_id`` has stored."""
+    return len(list((archive / "_replays" / replay_id / "offsets").glob("*.parquet")))
+
+
+def wait_until(what: str, done: Callable[[], bool], timeout: float = 60) -> None:
+    """Poll ``done`` every 50 ms; fail the test naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def committed_transactions(bootstrap: str, replay_id: str, topic: str, partitions: int) -> int:
+    """How many transactions replay ``replay_id`` has committed (its checkpoint in Kafka)."""
+    return asyncio.run(read_checkpoint(KafkaSettings(bootstrap_servers=bootstrap), replay_id,
+                                       topic, partitions, stable=False)).transactions
+
+
+def set_topic_config(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
+    """Change a topic's configuration."""
+    async def run() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
+                                                      configs)])
+        finally:
+            await admin.close()
+    asyncio.run(run())
+
+
+def delete_group(bootstrap: str, group: str) -> None:
+    """Delete a consumer group and its committed offsets, as their expiry would."""
+    async def run() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            node = await admin.find_coordinator(group)
+            response = await admin._client.send(node, DeleteGroupsRequest([group]))
+            assert [tuple(r) for r in response.results] == [(group, 0)], response
+        finally:
+            await admin.close()
+    asyncio.run(run())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
@@ -10,32 +9,31 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.protocol.admin import DeleteGroupsRequest
 
-from eventvault.replay.checkpoint import group_id
-from eventvault.replay.prepare import read_checkpoint
-from eventvault.settings import KafkaSettings
 from tests.cliutil import start_cli
 from tests.faulty_s3 import FaultyS3
 from tests.kafkautil import Rec, create_topic
-from tests.replayutil import archived_topic, assert_offset_map_matches, kcat_read, replay
+from tests.replayutil import (
+    archived_topic,
+    assert_offset_map_matches,
+    committed_transactions,
+    kcat_read,
+    map_files,
+    replay,
+    set_topic_config,
+    source_and_target,
+    start_replay,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 N = 8000
-
-
-def _start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    return start_cli("replay", *args, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL)
 
 
 def test_kill_9_and_resume_is_exactly_once(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -53,9 +51,10 @@ def test_kill_9_and_resume_is_exactly_once(kafka_bootstrap: str, tmp_path: Path)
     while kills < 6:
         args = (["--resume", replay_id] if replay_id else
                 ["--topic", src, "--target", dst]) + ["--rate", "2500"]
-        proc = _start(args, env, tmp_path)
+        proc = start_replay(args, env, tmp_path)
         if replay_id is None:  # a run killed before it stored its plan leaves nothing to resume
-            _wait_for("the plan", lambda: any((tmp_path / "arch").glob("_replays/*/plan.json")))
+            wait_until("the plan",
+                       lambda: any((tmp_path / "arch").glob("_replays/*/plan.json")))
         time.sleep(rng.uniform(1.0, 3.5))
         if proc.poll() is not None:
             break  # finished before the kill
@@ -85,32 +84,6 @@ def test_kill_9_and_resume_is_exactly_once(kafka_bootstrap: str, tmp_path: Path)
     assert_offset_map_matches(tmp_path / "arch", stored, target, kcat_read(kafka_bootstrap, src))
 
 
-def _source_and_target(bootstrap: str, url: str, n: int, partitions: int, *,
-                       transaction_records: int,
-                       **archive: Any) -> tuple[str, str, dict[str, str]]:
-    """A source topic of ``n`` records archived to ``url``, an empty target topic, and the
-    environment of a replay between them."""
-    records = [Rec(i % partitions, f"k{i % 41}".encode(), str(i).encode() * 10, (),
-                   1_767_225_600_000 + i) for i in range(n)]
-    src = archived_topic(bootstrap, url, records, partitions, **archive)
-    dst = f"dst-{src}"
-    create_topic(bootstrap, dst, partitions)
-    return src, dst, {"EVENTVAULT_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-                      "EVENTVAULT_STORAGE__URL": url,
-                      "EVENTVAULT_REPLAY__TRANSACTION_RECORDS": str(transaction_records)}
-
-
-def _map_files(archive: Path, replay_id: str) -> int:
-    return len(list((archive / "_replays" / replay_id / "offsets").glob("*.parquet")))
-
-
-def _wait_for(what: str, done: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_two_runs_of_one_replay_id_deliver_exactly_once(kafka_bootstrap: str,
                                                         tmp_path: Path) -> None:
     """A second --resume of a replay still producing fences the first before it reads the
@@ -119,12 +92,12 @@ def test_two_runs_of_one_replay_id_deliver_exactly_once(kafka_bootstrap: str,
     n = 9000
     # many small files: the summary a run computes before producing takes a while, as on a
     # real archive (the old order read the progress before it, and before fencing)
-    src, dst, env = _source_and_target(kafka_bootstrap, url, n, 3, transaction_records=20,
+    src, dst, env = source_and_target(kafka_bootstrap, url, n, 3, transaction_records=20,
                                        max_file_records=30)
-    first = _start(["--topic", src, "--target", dst, "--rate", "800"], env, tmp_path)
-    _wait_for("the first run's plan", lambda: any(archive.glob("_replays/*/plan.json")))
+    first = start_replay(["--topic", src, "--target", dst, "--rate", "800"], env, tmp_path)
+    wait_until("the first run's plan", lambda: any(archive.glob("_replays/*/plan.json")))
     replay_id = next(archive.glob("_replays/*/plan.json")).parent.name
-    _wait_for("a committed transaction", lambda: _map_files(archive, replay_id) >= 2)
+    wait_until("a committed transaction", lambda: map_files(archive, replay_id) >= 2)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
 
@@ -133,8 +106,9 @@ def test_two_runs_of_one_replay_id_deliver_exactly_once(kafka_bootstrap: str,
                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     older = resume()
-    before = _map_files(archive, replay_id)
-    _wait_for("the older run's transactions", lambda: _map_files(archive, replay_id) >= before + 5)
+    before = map_files(archive, replay_id)
+    wait_until("the older run's transactions",
+               lambda: map_files(archive, replay_id) >= before + 5)
     newer = resume()  # the older run goes on committing while the newer one starts
     try:
         _, older_err = older.communicate(timeout=120)
@@ -160,26 +134,20 @@ def test_two_runs_of_one_replay_id_deliver_exactly_once(kafka_bootstrap: str,
     assert_offset_map_matches(archive, report, target, kcat_read(kafka_bootstrap, src))
 
 
-def _committed(bootstrap: str, replay_id: str, topic: str, partitions: int) -> int:
-    """How many transactions replay ``replay_id`` has committed (its checkpoint in Kafka)."""
-    return asyncio.run(read_checkpoint(KafkaSettings(bootstrap_servers=bootstrap), replay_id,
-                                       topic, partitions, stable=False)).transactions
-
-
 def _stop_between_map_and_commit(proc: subprocess.Popen[Any], archive: Path, replay_id: str,
                                  bootstrap: str, topic: str, partitions: int) -> int:
     """SIGSTOP ``proc`` after it wrote a transaction's offset-map file and before it committed
     that transaction; return the transaction's number. Tried on transaction after transaction
     until the stop lands in that window (checked against the checkpoint in Kafka)."""
     for _ in range(40):
-        number = _map_files(archive, replay_id) + 1
+        number = map_files(archive, replay_id) + 1
         offsets = archive / "_replays" / replay_id / "offsets"
         deadline = time.monotonic() + 30
         while not any(offsets.glob(f"{number:08d}-*.parquet")):
             assert proc.poll() is None, "the replay ended before the window was hit"
             assert time.monotonic() < deadline, f"no offset map file {number}"
         os.kill(proc.pid, signal.SIGSTOP)
-        if _committed(bootstrap, replay_id, topic, partitions) == number - 1:
+        if committed_transactions(bootstrap, replay_id, topic, partitions) == number - 1:
             return number
         os.kill(proc.pid, signal.SIGCONT)
     raise AssertionError("never stopped between an offset-map put and its commit")
@@ -192,13 +160,13 @@ def test_a_failed_replay_reports_only_committed_transactions(kafka_bootstrap: st
     map file nor its records (issue 10, item 8), and --resume finishes exactly once."""
     url, archive = f"file://{tmp_path}/arch", tmp_path / "arch"
     n = 3000
-    src, dst, env = _source_and_target(kafka_bootstrap, url, n, 2, transaction_records=20)
+    src, dst, env = source_and_target(kafka_bootstrap, url, n, 2, transaction_records=20)
     env |= {"EVENTVAULT_REPLAY__TRANSACTION_TIMEOUT_MS": "2000",
             "EVENTVAULT_REPLAY__TRANSACTION_SECONDS": "1"}
     proc = start_cli("replay", "--topic", src, "--target", dst, "--rate", "300", env=env,
                      cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for("the plan", lambda: any(archive.glob("_replays/*/plan.json")))
+        wait_until("the plan", lambda: any(archive.glob("_replays/*/plan.json")))
         replay_id = next(archive.glob("_replays/*/plan.json")).parent.name
         number = _stop_between_map_and_commit(proc, archive, replay_id, kafka_bootstrap, dst, 2)
         time.sleep(4)  # the broker aborts the transaction, open past its 2 s timeout
@@ -226,18 +194,6 @@ def test_a_failed_replay_reports_only_committed_transactions(kafka_bootstrap: st
     assert_offset_map_matches(archive, report, target, kcat_read(kafka_bootstrap, src))
 
 
-def _set_config(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
-    async def run() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
-                                                      configs)])
-        finally:
-            await admin.close()
-    asyncio.run(run())
-
-
 def test_a_refused_record_stops_the_replay_and_resume_finishes_it(kafka_bootstrap: str,
                                                                   tmp_path: Path) -> None:
     url = f"file://{tmp_path}/arch"
@@ -254,7 +210,7 @@ def test_a_refused_record_stops_the_replay_and_resume_finishes_it(kafka_bootstra
     assert "eventvault replay --resume" in line
     replay_id = line.rsplit(" ", 1)[-1]
     # AlterConfigs replaces the whole set: keep the retention too
-    _set_config(kafka_bootstrap, dst, {"cleanup.policy": "delete", "retention.ms": "-1"})
+    set_topic_config(kafka_bootstrap, dst, {"cleanup.policy": "delete", "retention.ms": "-1"})
     code, report, err = replay(kafka_bootstrap, url, "--resume", replay_id, cwd=tmp_path)
     assert code == 0, err
     assert report is not None
@@ -270,13 +226,13 @@ def test_kill_between_offset_map_and_commit_then_resume(kafka_bootstrap: str,
     produces it again, rewrites its map file, and the map is the target, value for value."""
     url, archive = f"file://{tmp_path}/arch", tmp_path / "arch"
     n = 2000
-    src, dst, env = _source_and_target(kafka_bootstrap, url, n, 2, transaction_records=25)
+    src, dst, env = source_and_target(kafka_bootstrap, url, n, 2, transaction_records=25)
     proc = start_cli("replay", "--topic", src, "--target", dst, "--rate", "800", env=env,
                      cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for("the plan", lambda: any(archive.glob("_replays/*/plan.json")))
+        wait_until("the plan", lambda: any(archive.glob("_replays/*/plan.json")))
         replay_id = next(archive.glob("_replays/*/plan.json")).parent.name
-        _wait_for("a few transactions", lambda: _map_files(archive, replay_id) >= 3)
+        wait_until("a few transactions", lambda: map_files(archive, replay_id) >= 3)
         number = _stop_between_map_and_commit(proc, archive, replay_id, kafka_bootstrap, dst, 2)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -285,7 +241,8 @@ def test_kill_between_offset_map_and_commit_then_resume(kafka_bootstrap: str,
             proc.kill()
     killed_maps = list((archive / "_replays" / replay_id / "offsets").glob(f"{number:08d}-*"))
     assert len(killed_maps) == 1
-    assert _committed(kafka_bootstrap, replay_id, dst, 2) == number - 1  # the window was hit
+    # the window was hit
+    assert committed_transactions(kafka_bootstrap, replay_id, dst, 2) == number - 1
     assert len(kcat_read(kafka_bootstrap, dst)) == (number - 1) * 25
     code, report, err = replay(kafka_bootstrap, url, "--resume", replay_id, cwd=tmp_path, env=env)
     assert code == 0, err
@@ -308,7 +265,7 @@ def test_a_zombies_late_offset_map_put_does_not_replace_the_committed_one(
     still list the map of the committed transaction, not the zombie's aborted one."""
     url = f"s3://{s3_bucket}/arch"
     n = 3000
-    src, dst, env = _source_and_target(kafka_bootstrap, url, n, 2, transaction_records=50,
+    src, dst, env = source_and_target(kafka_bootstrap, url, n, 2, transaction_records=50,
                                        endpoint=s3_endpoint)
     proxy = FaultyS3(s3_endpoint, rate=0.0, methods=("PUT",)).start()
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
@@ -322,10 +279,10 @@ def test_a_zombies_late_offset_map_put_does_not_replace_the_committed_one(
             listed = client.list_objects_v2(Bucket=s3_bucket, Prefix="arch/_replays/")
             return [o["Key"] for o in listed.get("Contents", []) if "/offsets/" in o["Key"]]
 
-        _wait_for("a few transactions", lambda: len(maps()) >= 3)
+        wait_until("a few transactions", lambda: len(maps()) >= 3)
         replay_id = maps()[0].split("/")[2]
         proxy.hold()  # the zombie's next map upload hangs, after its records were acked
-        _wait_for("a held upload", lambda: proxy.held >= 1)
+        wait_until("a held upload", lambda: proxy.held >= 1)
         code, _, err = replay(kafka_bootstrap, url, "--resume", replay_id, cwd=tmp_path,
                               env={**env, "EVENTVAULT_STORAGE__ENDPOINT_URL": s3_endpoint})
         assert code == 0, err
@@ -347,93 +304,3 @@ def test_a_zombies_late_offset_map_put_does_not_replace_the_committed_one(
     target = kcat_read(kafka_bootstrap, dst)
     assert sorted(r.source for r in target) == sorted((i % 2, i // 2) for i in range(n))
     assert_offset_map_matches(copy, stored, target, kcat_read(kafka_bootstrap, src))
-
-
-def _delete_group(bootstrap: str, group: str) -> None:
-    """Delete a consumer group and its committed offsets, as their expiry would."""
-    async def run() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            node = await admin.find_coordinator(group)
-            response = await admin._client.send(node, DeleteGroupsRequest([group]))
-            assert [tuple(r) for r in response.results] == [(group, 0)], response
-        finally:
-            await admin.close()
-    asyncio.run(run())
-
-
-def test_resume_refuses_when_kafka_lost_the_progress(kafka_bootstrap: str,
-                                                     tmp_path: Path) -> None:
-    """Kafka deletes the replay group's offsets after offsets.retention.minutes: --resume
-    then finds no progress, but storage shows committed transactions; it refuses in one line
-    (exit 6) and produces nothing, where it used to replay everything again (item 2)."""
-    url, archive = f"file://{tmp_path}/arch", tmp_path / "arch"
-    records = [Rec(i % 2, f"k{i}".encode(), b"v", (), 1_767_225_600_000 + i) for i in range(40)]
-    records[25] = Rec(1, None, b"no key", (), 1_767_225_600_025)  # partition 1, offset 12
-    src = archived_topic(kafka_bootstrap, url, records, 2)
-    dst = f"dst-{src}"
-    create_topic(kafka_bootstrap, dst, 2, {"cleanup.policy": "compact"})
-    env = {"EVENTVAULT_REPLAY__TRANSACTION_RECORDS": "10"}
-    code, _, err = replay(kafka_bootstrap, url, "--topic", src, "--target", dst, cwd=tmp_path,
-                          env=env)
-    assert code == 7, err
-    replay_id = err.strip().splitlines()[-1].rsplit(" ", 1)[-1]
-    delivered = kcat_read(kafka_bootstrap, dst)
-    assert len(delivered) == 30
-    _set_config(kafka_bootstrap, dst, {"cleanup.policy": "delete", "retention.ms": "-1"})
-    _delete_group(kafka_bootstrap, group_id(replay_id))
-    assert _committed(kafka_bootstrap, replay_id, dst, 2) == 0
-    report_file = archive / "_replays" / replay_id / "report.json"
-    for proof in ("the report (3 transactions)", "the offset map (files 1..3)"):
-        code, _, err = replay(kafka_bootstrap, url, "--resume", replay_id, cwd=tmp_path, env=env)
-        assert code == 6, (proof, err)
-        assert err.count("\n") == 1, err
-        assert f"replay {replay_id} committed at least " in err, err
-        assert "holds progress for 0" in err, err
-        assert kcat_read(kafka_bootstrap, dst) == delivered, proof
-        assert f"whose eventvault.replay.id is {replay_id}" in err, err  # the target's truth
-        assert "read_committed" in err, err
-        report_file.unlink(missing_ok=True)  # the offset map alone proves transactions 1 and 2
-    # the procedure the message and docs/REPLAY.md give: the next source offset per source
-    # partition from the target's committed records of this replay, then a new replay
-    mine = [r for r in delivered if r.header("eventvault.replay.id") == replay_id]
-    last: dict[int, int] = {}
-    for record in mine:
-        p, o = record.source
-        last[p] = max(last.get(p, -1), o)
-    starts = [arg for p, o in sorted(last.items()) for arg in ("--from-offset", f"{p}:{o + 1}")]
-    code, _, err = replay(kafka_bootstrap, url, "--topic", src, "--target", dst, *starts,
-                          cwd=tmp_path, env=env)
-    assert code == 0, err
-    target = kcat_read(kafka_bootstrap, dst)
-    assert sorted(r.source for r in target) == sorted(
-        (i % 2, i // 2) for i in range(len(records)))
-
-
-def test_resume_refuses_when_kafka_lost_the_progress_of_its_first_transaction(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
-    """Killed after committing its first transaction, before a second map file or a report
-    exist: storage still proves the commit, so --resume after the group's offsets are gone
-    refuses instead of producing that transaction again."""
-    url, archive = f"file://{tmp_path}/arch", tmp_path / "arch"
-    src, dst, env = _source_and_target(kafka_bootstrap, url, 200, 2, transaction_records=10)
-    proc = _start(["--topic", src, "--target", dst, "--rate", "5"], env, tmp_path)
-    try:
-        _wait_for("the plan", lambda: any(archive.glob("_replays/*/plan.json")))
-        replay_id = next(archive.glob("_replays/*/plan.json")).parent.name
-        _wait_for("the first commit", lambda: _committed(kafka_bootstrap, replay_id, dst, 2) == 1)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert _map_files(archive, replay_id) == 1  # one map file, no report: only the first commit
-    assert not (archive / "_replays" / replay_id / "report.json").exists()
-    delivered = kcat_read(kafka_bootstrap, dst)
-    assert len(delivered) == 10
-    _delete_group(kafka_bootstrap, group_id(replay_id))
-    code, _, err = replay(kafka_bootstrap, url, "--resume", replay_id, cwd=tmp_path, env=env)
-    assert code == 6, err
-    assert f"replay {replay_id} committed at least 1 transactions" in err, err
-    assert kcat_read(kafka_bootstrap, dst) == delivered
