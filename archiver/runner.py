@@ -77,8 +77,7 @@ class Archiver(Membership):
         self.stopping: asyncio.Event
         self.consumer: Any = None
         self.fatal: Exception | None = None
-        self._last_tick = self._last_commit = 0.0
-        self._unassigned_seconds = 0.0
+        self._last_tick = self._last_commit = self._unassigned_seconds = 0.0
         self.faults = FaultPoints(config.fault_points)
         self.log_starts = kafka_probes.LogStarts(settings.kafka)
         self._jumps: list[tuple[TopicPartition, PartitionState, int, int]] = []
@@ -113,8 +112,9 @@ class Archiver(Membership):
             await self._commit(set(self.states))
         finally:
             abandon_retries(self.storage)  # no thread keeps retrying once the run is over
-            await kafka.stop_quietly(self.consumer, self.kafka_waits.limit())
-            await self.log_starts.close(self.kafka_waits.limit())
+            await self.kafka_waits.attempt("the consumer's stop",
+                                           lambda: kafka.stop_quietly(self.consumer))
+            await self.kafka_waits.attempt("the probe's stop", self.log_starts.close)
             self.uploads.close()
             self.progress_bar.close()
         self.summary.seconds = time.monotonic() - started

@@ -178,23 +178,18 @@ async def group_members(settings: KafkaSettings, group_id: str) -> int:
                if group[1] == group_id)
 
 
-async def stop_quietly(client: AIOKafkaConsumer, timeout_seconds: float | None = None) -> None:
+async def stop_quietly(client: AIOKafkaConsumer) -> None:
     """Stop a consumer; errors of its stopping are not the caller's.
 
     aiokafka's ``stop()`` cancels the consumer's pending fetch tasks and awaits them without
     catching their ``CancelledError``, which then escapes into the caller as if the caller had
     been cancelled (it killed an archiver from its rebalance listener). That one is swallowed;
-    a cancellation of the calling task itself still propagates. With ``timeout_seconds``, a
-    stop that waits longer for an unresponsive broker (its requests in flight, the LeaveGroup)
-    is given up, its tasks left to the end of the event loop: the group then drops the member
-    at its session timeout. (Closing its connections instead would make its remaining tasks
-    log errors, and reconnect.)
+    a cancellation of the calling task itself (a time limit around the stop, say) still
+    propagates. A stop cut short by one leaves the client's remaining tasks to the end of the
+    event loop; the group drops the member at its session timeout.
     """
     try:
-        async with asyncio.timeout(timeout_seconds):
-            await client.stop()
-    except TimeoutError:
-        pass
+        await client.stop()
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if task is not None and task.cancelling():

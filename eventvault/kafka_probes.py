@@ -45,10 +45,10 @@ class LogStarts:
                               f"{exc}", retriable=exc.retriable) from exc
         return starts
 
-    async def close(self, timeout_seconds: float | None = None) -> None:
-        """Stop the client (if one was started), waiting at most ``timeout_seconds``."""
+    async def close(self) -> None:
+        """Stop the client (if one was started)."""
         if self._probe is not None:
-            await stop_quietly(self._probe, timeout_seconds)
+            await stop_quietly(self._probe)
             self._probe = None
 
 
