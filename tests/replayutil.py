@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from eventvault.replay.prepare import read_checkpoint
 from eventvault.settings import KafkaSettings
@@ -198,20 +197,6 @@ def set_topic_config(bootstrap: str, topic: str, configs: dict[str, str]) -> Non
         try:
             await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
                                                       configs)])
-        finally:
-            await admin.close()
-    asyncio.run(run())
-
-
-def delete_group(bootstrap: str, group: str) -> None:
-    """Delete a consumer group and its committed offsets, as their expiry would."""
-    async def run() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            node = await admin.find_coordinator(group)
-            response = await admin._client.send(node, DeleteGroupsRequest([group]))
-            assert [tuple(r) for r in response.results] == [(group, 0)], response
         finally:
             await admin.close()
     asyncio.run(run())

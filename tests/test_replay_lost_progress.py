@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from eventvault.replay.checkpoint import group_id
-from tests.kafkautil import Rec, create_topic
+from tests.kafkautil import Rec, create_topic, delete_group
 from tests.replayutil import (
     archived_topic,
     committed_transactions,
-    delete_group,
     kcat_read,
     map_files,
     replay,
