@@ -124,10 +124,19 @@ def test_two_runs_of_one_replay_id_deliver_exactly_once(kafka_bootstrap: str,
         f"{[k for k, c in counts.items() if c > 1][:5]}")
     assert set(counts) == {(i % 3, i // 3) for i in range(n)}
     assert newer.returncode == 0, newer_err
-    assert older.returncode == 6, older_err
-    assert "Traceback" not in older_err, older_err
     line = older_err.strip().splitlines()[-1]
-    assert f"replay {replay_id} was fenced" in line, older_err
+    if older.returncode == 7 and "UnknownError" in older_err:
+        # Kafka 4.4.0's coordinator can answer the fenced run's EndTxn with
+        # UNKNOWN_SERVER_ERROR while it prepares the fence (docs/REPLAY.md): that run cannot
+        # tell it was fenced; exactly once, asserted above, still holds. aiokafka's sender
+        # logs that error as a JSON line with its stack; no other traceback may appear.
+        plain = [text for text in older_err.splitlines() if not text.startswith("{")]
+        assert not any("Traceback" in text for text in plain), older_err
+        assert line.startswith(f"eventvault: error: replay {replay_id}: "), older_err
+    else:
+        assert older.returncode == 6, older_err
+        assert "Traceback" not in older_err, older_err
+        assert f"replay {replay_id} was fenced" in line, older_err
     report = json.loads((archive / "_replays" / replay_id / "report.json").read_text())
     assert report["status"] == "completed"
     assert report["records"] == n
