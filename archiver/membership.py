@@ -116,6 +116,8 @@ class Membership(kafka.RebalanceListener):  # type: ignore[misc]
 
     async def _commit_states(self, states: Mapping[TopicPartition, PartitionState], *,
                              reset: bool) -> bool:
+        if self.kafka_waits.unresponsive:  # stopping gave up on Kafka: nothing more is sent
+            return False
         # Decided now, while the states are owned: sent only in this generation (kafka_commit).
         generation = kafka_commit.generation_of(self.consumer)
         offsets = self._offsets_to_commit(states)
@@ -123,8 +125,7 @@ class Membership(kafka.RebalanceListener):  # type: ignore[misc]
             return True
         observe.event("commit", logging.DEBUG, progress={
             partition_name(tp): om.metadata + f"@{om.offset}" for tp, om in offsets.items()})
-        if self.kafka_waits.unresponsive:
-            return False
+
         async def send() -> bool:
             await kafka_commit.commit_in_generation(self.consumer, offsets, generation)
             return True
